@@ -1,0 +1,225 @@
+"""Settings of every shopipe service, read from SHOPIPE_* environment variables.
+
+One typed, frozen settings object per service. ``load_*`` validates everything at start and
+raises one ConfigError line naming each bad variable (never a secret's value). A SHOPIPE_*
+name that no service knows is an error too: a typo must not pass silently. Names known to
+another service are accepted, because one ConfigMap often feeds every shopipe pod.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from typing import TypeVar
+
+from shopipe.settings import Secret, describe, load, names, setting
+
+__all__ = [
+    "CommonSettings",
+    "DevSettings",
+    "OperatorSettings",
+    "ReceiverSettings",
+    "Secret",
+    "WorkerSettings",
+    "describe",
+    "known_names",
+    "load_settings",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonSettings:
+    # --- process ---
+    pod_name: str = setting(
+        socket.gethostname(), help="Name of this pod or host; names Redis connections."
+    )
+    log_level: str = setting(
+        "info", help="Log level.", choices=("debug", "info", "warning", "error")
+    )
+    log_format: str = setting("json", help="Log format.", choices=("json", "text"))
+    http_host: str = setting("0.0.0.0", help="Address the HTTP server binds.")
+    # --- Redis through Sentinel ---
+    sentinels: tuple[str, ...] = setting(
+        (), help="Sentinel addresses host:port, comma separated. Empty: use SHOPIPE_REDIS_URL."
+    )
+    sentinel_master: str = setting("mymaster", help="Name of the master the Sentinels monitor.")
+    redis_url: str = setting(
+        "", help="Fixed Redis address redis://host:port/db, used only when no Sentinel is set."
+    )
+    redis_password: Secret | None = setting(None, help="Password of the Redis master/replicas.")
+    sentinel_password: Secret | None = setting(
+        None, help="Password of the Sentinels (defaults to none)."
+    )
+    redis_timeout_seconds: float = setting(
+        2.0, unit="seconds", minimum=0.05, help="Connect and command timeout for Redis."
+    )
+    key_prefix: str = setting("shopipe", help="Prefix of every Redis key shopipe writes.")
+    stream: str = setting("shopipe:webhooks", help="Redis stream that announces segments.")
+    consumer_group: str = setting("shopipe-workers", help="Consumer group of the workers.")
+    stream_maxlen: int = setting(
+        1_000_000,
+        unit="entries",
+        minimum=1000,
+        help="Approximate cap of the stream; trimmed entries are recovered by the sweeper.",
+    )
+    # --- S3 object storage (the source of truth) ---
+    s3_endpoint: str = setting(
+        "", help="S3 endpoint URL, e.g. https://us-east-1.linodeobjects.com. Empty: AWS."
+    )
+    s3_region: str = setting("us-east-1", help="S3 region name.")
+    s3_bucket: str = setting(help="Bucket holding segments (3+ characters).")
+    s3_access_key: Secret = setting(help="S3 access key id.")
+    s3_secret_key: Secret = setting(help="S3 secret access key.")
+    s3_connect_timeout_seconds: float = setting(
+        1.0, unit="seconds", minimum=0.05, help="Connect timeout of one S3 call."
+    )
+    s3_read_timeout_seconds: float = setting(
+        2.0, unit="seconds", minimum=0.05, help="Read timeout of one S3 call."
+    )
+    s3_max_attempts: int = setting(
+        2, unit="attempts", minimum=1, help="Attempts per S3 call, first one included."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiverSettings(CommonSettings):
+    http_port: int = setting(8080, unit="port", minimum=0, help="Receiver HTTP port.")
+    shopify_secrets: tuple[Secret, ...] = setting(
+        help="Shopify app client secrets, comma separated; any one verifies (rotation)."
+    )
+    webhook_path: str = setting("/webhooks/shopify", help="Path Shopify POSTs to.")
+    max_body_bytes: int = setting(
+        5 * 1024 * 1024, unit="bytes", minimum=1, help="Largest accepted webhook body."
+    )
+    body_timeout_seconds: float = setting(
+        10.0, unit="seconds", minimum=0.1, help="Deadline to receive a whole body."
+    )
+    segment_max_records: int = setting(
+        500, unit="records", minimum=1, help="Group commit: most records in one segment."
+    )
+    segment_max_bytes: int = setting(
+        8 * 1024 * 1024, unit="bytes", minimum=1024, help="Group commit: largest segment."
+    )
+    segment_max_wait_seconds: float = setting(
+        0.05, unit="seconds", minimum=0.0, help="Group commit: longest a record waits to be put."
+    )
+    ready_storage_max_age_seconds: float = setting(
+        30.0, unit="seconds", minimum=1, help="/readyz fails if storage has not answered since."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings(CommonSettings):
+    http_port: int = setting(9090, unit="port", minimum=0, help="Worker HTTP port (metrics).")
+    concurrency: int = setting(4, unit="segments", minimum=1, help="Segments in flight at once.")
+    block_seconds: float = setting(
+        1.0, unit="seconds", minimum=0.01, help="XREADGROUP block timeout."
+    )
+    max_attempts: int = setting(
+        8, unit="attempts", minimum=1, help="Attempts per record before dead-lettering."
+    )
+    retry_base_seconds: float = setting(
+        1.0, unit="seconds", minimum=0.0, help="First retry backoff; doubles per attempt."
+    )
+    retry_max_seconds: float = setting(
+        300.0, unit="seconds", minimum=0.0, help="Longest retry backoff."
+    )
+    claim_idle_seconds: float = setting(
+        30.0, unit="seconds", minimum=0.1, help="Reclaim entries idle this long (crashed worker)."
+    )
+    consumer_idle_seconds: float = setting(
+        3600.0, unit="seconds", minimum=1, help="Remove consumers idle this long with no pending."
+    )
+    sweep_interval_seconds: float = setting(
+        30.0, unit="seconds", minimum=0.1, help="How often the sweeper lists incoming/."
+    )
+    sweep_grace_seconds: float = setting(
+        60.0, unit="seconds", minimum=0.0, help="Segments older than this are re-announced."
+    )
+    archive: bool = setting(
+        False, help="Keep processed segments under processed/ instead of deleting them."
+    )
+    handlers: tuple[str, ...] = setting(
+        (), help="Extra handler modules to import, comma separated (package.module)."
+    )
+    builtin_handlers: tuple[str, ...] = setting(
+        ("state", "compliance"), help="Built-in handlers to enable, comma separated."
+    )
+    dedup_ttl_seconds: int = setting(
+        7 * 24 * 3600, unit="seconds", minimum=60, help="How long done-markers are kept."
+    )
+    drain_seconds: float = setting(
+        20.0, unit="seconds", minimum=0.0, help="On SIGTERM, time to finish in-flight work."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings(CommonSettings):
+    http_port: int = setting(9091, unit="port", minimum=0, help="Operator HTTP port.")
+    backend: str = setting("kubernetes", help="What to act on.", choices=("kubernetes", "local"))
+    namespace: str = setting("default", help="Namespace of the shopipe workloads.")
+    worker_deployment: str = setting("shopipe-worker", help="Worker Deployment to scale.")
+    pod_selector: str = setting(
+        "app.kubernetes.io/part-of=shopipe", help="Label selector of pods checked for staleness."
+    )
+    min_workers: int = setting(1, unit="replicas", minimum=0, help="Fewest worker replicas.")
+    max_workers: int = setting(10, unit="replicas", minimum=1, help="Most worker replicas.")
+    target_backlog_per_worker: int = setting(
+        200, unit="segments", minimum=1, help="Backlog one worker is expected to carry."
+    )
+    scale_up_max_step: int = setting(
+        4, unit="replicas", minimum=1, help="Most replicas added in one decision."
+    )
+    scale_down_window_seconds: float = setting(
+        300.0, unit="seconds", minimum=0.0, help="Scale down only after this long of lower need."
+    )
+    reconcile_seconds: float = setting(
+        5.0, unit="seconds", minimum=0.1, help="Safety-net period of the reconcile loop."
+    )
+    listing_interval_seconds: float = setting(
+        30.0, unit="seconds", minimum=0.0, help="Least time between two listings of incoming/."
+    )
+    stale_grace_seconds: float = setting(
+        15.0, unit="seconds", minimum=0.0, help="A pod on a stale master this long is restarted."
+    )
+    max_restarts_at_once: int = setting(
+        1, unit="pods", minimum=1, help="Most stale pods restarted in one reconcile."
+    )
+    dry_run: bool = setting(False, help="Decide and log, change nothing.")
+    leader_election: bool = setting(True, help="Act only while holding the Lease.")
+    lease_name: str = setting("shopipe-operator", help="Name of the coordination Lease.")
+    lease_seconds: float = setting(
+        15.0, unit="seconds", minimum=1, help="Lease duration; renewed at a third of it."
+    )
+    state_dir: str = setting(".shopipe", help="Local backend: the dev stack's state directory.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DevSettings:
+    """`shopipe dev` options that may come from the environment (flags override)."""
+
+    state_dir: str = setting(".shopipe", help="Directory of the local stack's state and logs.")
+    dev_bind: str = setting("127.0.0.1", help="Address the local stack binds (loopback).")
+
+
+S = TypeVar("S")
+
+_ALL = (ReceiverSettings, WorkerSettings, OperatorSettings, DevSettings)
+
+
+def known_names() -> set[str]:
+    out: set[str] = set()
+    for cls in _ALL:
+        out |= names(cls)
+    return out
+
+
+def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """Read and validate ``cls`` from the environment; raises ConfigError."""
+    return load(cls, os.environ if environ is None else environ, known_names())
+
+
+def describe_all() -> dict[str, list[dict[str, str]]]:
+    return {cls.__name__: describe(cls) for cls in _ALL}
