@@ -1,0 +1,41 @@
+# Two commands matter: `make dev` (run the whole pipeline locally) and `make test` (run every check).
+# Both create the virtual environment and install into it when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint unit bench manifests images tools clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+tools: $(STAMP)
+	bash scripts/install-tools.sh
+
+dev: $(STAMP)
+	$(BIN)/shopipe dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) tools lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+manifests: $(STAMP) tools
+	bash scripts/manifests.sh
+
+images:
+	bash scripts/images.sh
+
+clean:
+	rm -rf $(VENV) .tools .shopipe .mypy_cache .ruff_cache .pytest_cache
