@@ -1,0 +1,97 @@
+"""The small operational HTTP server of workers and the operator: /metrics /healthz /readyz /status.
+
+It runs inside the service's event loop (uvicorn on a socket bound here, so port 0 works and
+the real port is known before serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from shopipe import __version__
+from shopipe.metrics import render
+
+StatusFn = Callable[[], Awaitable[dict[str, Any]]]
+ReadyFn = Callable[[], Awaitable[bool]]
+
+
+def metrics_endpoint(_: Request) -> Response:
+    body, content_type = render()
+    return Response(body, media_type=content_type)
+
+
+def ops_app(
+    service: str,
+    status: StatusFn,
+    ready: ReadyFn | None = None,
+    routes: list[BaseRoute] | None = None,
+) -> Starlette:
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(_: Request) -> Response:
+        ok = True if ready is None else await ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def status_endpoint(_: Request) -> Response:
+        body = {"service": service, "version": __version__}
+        body.update(await status())
+        return JSONResponse(body)
+
+    base: list[BaseRoute] = [
+        Route("/metrics", metrics_endpoint),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/status", status_endpoint),
+    ]
+    return Starlette(routes=base + list(routes or []))
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a service's loop: the service owns SIGTERM/SIGINT, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class OpsServer:
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], port: int) -> None:
+        self._server = server
+        self._task = task
+        self.port = port
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self._task, timeout=5)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(app: Any, host: str, port: int, *, access_log: bool = False) -> OpsServer:
+    """Serve ``app`` in this loop; returns once the socket is bound."""
+    sock = bind(host, port)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=access_log, lifespan="off", timeout_graceful_shutdown=2
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"http:{port}")
+    return OpsServer(server, task, sock.getsockname()[1])

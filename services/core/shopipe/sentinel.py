@@ -1,0 +1,247 @@
+"""Finding and keeping the Redis master through Sentinel.
+
+redis-py's Sentinel pool can reconnect to a cached, stale master address (an open upstream
+issue), so shopipe resolves the master itself: ask the Sentinels, confirm with ROLE, and resolve
+again after every connection error or when the Sentinels name another master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from shopipe.config import CommonSettings
+from shopipe.errors import ConfigError, RedisUnavailable
+from shopipe.logs import get_logger
+from shopipe.metrics import count_reconnect, set_master
+
+log = get_logger(__name__)
+T = TypeVar("T")
+Address = tuple[str, int]
+
+# Errors after which the master may have moved: resolve again and retry.
+RETRYABLE = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.ReadOnlyError,
+    rex.BusyLoadingError,
+    RedisUnavailable,
+    OSError,
+)
+
+
+def parse_address(text: str) -> Address:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"bad address {text!r}: expected host:port")
+    return host.strip("[]"), int(port)
+
+
+def fmt(addr: Address) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    sentinels: tuple[Address, ...]
+    master_name: str
+    password: str | None
+    sentinel_password: str | None
+    fixed: Address | None
+    timeout: float
+    db: int = 0
+
+    @classmethod
+    def from_settings(cls, s: CommonSettings) -> RedisTarget:
+        fixed: Address | None = None
+        db = 0
+        if not s.sentinels:
+            if not s.redis_url:
+                raise ConfigError("set SHOPIPE_SENTINELS (host:port,...) or SHOPIPE_REDIS_URL")
+            url = urlparse(s.redis_url)
+            if url.scheme != "redis" or not url.hostname:
+                raise ConfigError("SHOPIPE_REDIS_URL: expected redis://host:port/db")
+            fixed = (url.hostname, url.port or 6379)
+            db = int(url.path.strip("/") or 0)
+        return cls(
+            sentinels=tuple(parse_address(a) for a in s.sentinels),
+            master_name=s.sentinel_master,
+            password=s.redis_password.get() if s.redis_password else None,
+            sentinel_password=s.sentinel_password.get() if s.sentinel_password else None,
+            fixed=fixed,
+            timeout=s.redis_timeout_seconds,
+            db=db,
+        )
+
+
+def _client(addr: Address, password: str | None, timeout: float, **kw: object) -> Redis:
+    # No library retries: a dead address must fail fast so we resolve again.
+    return Redis(
+        host=addr[0],
+        port=addr[1],
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _ask_one(target: RedisTarget, sentinel: Address) -> Address | None:
+    r = _client(sentinel, target.sentinel_password, target.timeout)
+    try:
+        reply = await r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master_name)
+    except (rex.RedisError, OSError):
+        return None
+    finally:
+        await r.aclose()
+    if not reply:
+        return None
+    host, port = reply[0], reply[1]
+    host = host.decode() if isinstance(host, bytes) else str(host)
+    return host, int(port)
+
+
+async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
+    """Each configured Sentinel's answer (None when it did not answer)."""
+    answers = await asyncio.gather(*(_ask_one(target, s) for s in target.sentinels))
+    return dict(zip(target.sentinels, answers, strict=True))
+
+
+async def role_of(addr: Address, password: str | None, wait: float) -> str | None:
+    r = _client(addr, password, wait)
+    try:
+        reply = await r.execute_command("ROLE")
+    except (rex.RedisError, OSError):
+        return None
+    finally:
+        await r.aclose()
+    role = reply[0]
+    return role.decode() if isinstance(role, bytes) else str(role)
+
+
+async def resolve_master(target: RedisTarget) -> Address:
+    """The master a Sentinel names, confirmed by ROLE; else RedisUnavailable."""
+    if target.fixed is not None:
+        return target.fixed
+    answers = await ask_sentinels(target)
+    seen: list[Address] = []
+    for addr in answers.values():
+        if addr is None or addr in seen:
+            continue
+        seen.append(addr)
+        if await role_of(addr, target.password, target.timeout) == "master":
+            return addr
+    raise RedisUnavailable(
+        f"no confirmed master {target.master_name!r} (sentinels answered: {len(seen)})"
+    )
+
+
+class MasterClient:
+    """A redis.asyncio client bound to the confirmed master, resolved again after errors."""
+
+    def __init__(self, target: RedisTarget, *, service: str, pod: str) -> None:
+        self.target = target
+        self.service = service
+        self.name = f"shopipe:{service}:{pod}"
+        self.address: str | None = None
+        self._redis: Redis | None = None
+        self._lock = asyncio.Lock()
+        self._watch: asyncio.Task[None] | None = None
+
+    async def get(self) -> Redis:
+        if self._redis is not None:
+            return self._redis
+        async with self._lock:
+            if self._redis is None:
+                addr = await resolve_master(self.target)
+                r = _client(
+                    addr,
+                    self.target.password,
+                    self.target.timeout,
+                    client_name=self.name,
+                    db=self.target.db,
+                )
+                try:
+                    await r.ping()
+                except (rex.RedisError, OSError) as e:
+                    await r.aclose()
+                    raise RedisUnavailable(f"master {fmt(addr)} did not answer") from e
+                self._redis = r
+                if self.address != fmt(addr):
+                    log.info("redis master in use", extra={"address": fmt(addr)})
+                self.address = fmt(addr)
+                set_master(self.service, self.address)
+        return self._redis
+
+    async def reset(self) -> None:
+        """Drop the connection; the next get() resolves the master again."""
+        old, self._redis = self._redis, None
+        if old is not None:
+            count_reconnect(self.service)
+            with contextlib.suppress(Exception):
+                await old.aclose()
+
+    async def call(self, fn: Callable[[Redis], Awaitable[T]], *, deadline: float) -> T:
+        """Run ``fn`` on the master, resolving again and retrying until ``deadline`` seconds."""
+        end = time.monotonic() + deadline
+        delay = 0.05
+        while True:
+            try:
+                return await fn(await self.get())
+            except rex.ResponseError as e:
+                if not str(e).startswith(("MASTERDOWN", "READONLY", "LOADING")):
+                    raise
+                err: Exception = e
+            except RETRYABLE as e:
+                err = e
+            await self.reset()
+            left = end - time.monotonic()
+            if left <= 0:
+                raise RedisUnavailable(f"redis: {type(err).__name__}") from err
+            # Full jitter: many pods must not stampede the new master together.
+            await asyncio.sleep(min(left, random.uniform(0, delay)))
+            delay = min(delay * 2, 1.0)
+
+    async def check(self) -> None:
+        """Reset when the Sentinels name a master other than the one in use."""
+        if self.target.fixed is not None or self._redis is None:
+            return
+        answers = [a for a in (await ask_sentinels(self.target)).values() if a is not None]
+        if answers and all(fmt(a) != self.address for a in answers):
+            log.warning("sentinels name another master", extra={"was": self.address})
+            await self.reset()
+
+    def start_watch(self, interval: float = 1.0) -> None:
+        """Follow failovers even while no command fails (a quiet worker, a receiver)."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                with contextlib.suppress(Exception):
+                    await self.check()
+
+        if self._watch is None:
+            self._watch = asyncio.create_task(loop(), name=f"sentinel-watch:{self.name}")
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        old, self._redis = self._redis, None
+        if old is not None:
+            await old.aclose()
+        set_master(self.service, None)

@@ -1,0 +1,46 @@
+"""The Redis stream that announces segments, and the names of every Redis key shopipe writes."""
+
+from __future__ import annotations
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+
+
+async def announce(r: Redis, stream: str, key: str, n: int, maxlen: int) -> str:
+    """XADD one segment. Approximate trimming: what it drops, the sweeper finds in the bucket."""
+    entry = await r.xadd(stream, {"key": key, "n": str(n)}, maxlen=maxlen, approximate=True)
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+async def ensure_group(r: Redis, stream: str, group: str) -> None:
+    """Create the consumer group (and the stream) unless it exists; safe to call any time."""
+    try:
+        await r.xgroup_create(stream, group, id="0", mkstream=True)
+    except rex.ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+
+
+class Keys:
+    """Every Redis key shopipe writes, in one place (docs/architecture.md lists them)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def done_webhook(self, webhook_id: str) -> str:
+        return f"{self.prefix}:done:wh:{webhook_id}"
+
+    def done_event(self, shop: str, topic: str, event_id: str) -> str:
+        return f"{self.prefix}:done:ev:{shop}:{topic}:{event_id}"
+
+    def dead(self, record_id: str) -> str:
+        return f"{self.prefix}:dead:{record_id}"
+
+    def sweeper_lock(self) -> str:
+        return f"{self.prefix}:sweeper:lock"
+
+    def state(self, shop: str, kind: str, resource_id: str) -> str:
+        return f"{self.prefix}:state:{shop}:{kind}:{resource_id}"
+
+    def shop(self, shop: str) -> str:
+        return f"{self.prefix}:shop:{shop}"
