@@ -33,7 +33,9 @@ __all__ = [
 class CommonSettings:
     # --- process ---
     pod_name: str = setting(
-        socket.gethostname(), help="Name of this pod or host; names Redis connections."
+        socket.gethostname(),
+        help="Name of this pod or host; names Redis connections.",
+        shown="(host name)",
     )
     log_level: str = setting(
         "info", help="Log level.", choices=("debug", "info", "warning", "error")

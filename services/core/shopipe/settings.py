@@ -41,9 +41,13 @@ def setting(
     unit: str = "",
     choices: tuple[str, ...] = (),
     minimum: float | None = None,
+    shown: str = "",
 ) -> Any:
-    """Declare one setting. ``unit`` is mandatory in spirit: say seconds, bytes, count..."""
-    meta = {"help": help, "unit": unit, "choices": choices, "minimum": minimum}
+    """Declare one setting. ``unit`` is mandatory in spirit: say seconds, bytes, count...
+
+    ``shown`` replaces the default in the docs when it depends on the machine.
+    """
+    meta = {"help": help, "unit": unit, "choices": choices, "minimum": minimum, "shown": shown}
     if default is _REQUIRED:
         return dataclasses.field(default=_REQUIRED, metadata=meta)
     if isinstance(default, list | dict | set):
@@ -139,13 +143,21 @@ def names(cls: type[Any]) -> set[str]:
     return {env_name(f) for f in dataclasses.fields(cls)}
 
 
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("shopipe.settings.", "")
+
+
 def describe(cls: type[Any]) -> list[dict[str, str]]:
     """Rows for docs/configuration.md: name, type, default, unit, help."""
     hints = typing.get_type_hints(cls)
     rows = []
     for field in dataclasses.fields(cls):
         default = field.default
-        if default is _REQUIRED:
+        if field.metadata.get("shown"):
+            shown = field.metadata["shown"]
+        elif default is _REQUIRED:
             shown = "(required)"
         elif isinstance(default, Secret):
             shown = "(secret)"
@@ -156,7 +168,7 @@ def describe(cls: type[Any]) -> list[dict[str, str]]:
         rows.append(
             {
                 "name": env_name(field),
-                "type": str(hints[field.name]).replace("shopipe.settings.", ""),
+                "type": _type_name(hints[field.name]),
                 "default": shown,
                 "unit": field.metadata.get("unit", ""),
                 "help": field.metadata.get("help", ""),
