@@ -1,0 +1,76 @@
+"""The latest copy of each resource in Redis: ``<prefix>:state:<shop>:<kind>:<id>`` (a hash of
+``updated_at``, ``version``, ``topic``, ``body``).
+
+Shopify delivers out of order, so a copy is written only when its version (the payload's
+``updated_at``, else the triggered-at header, else the receive time) is newer than the stored
+one. The compare and the write are one Lua script queued on the record's transaction: a
+concurrent older update can neither slip in between nor apply without the done-markers.
+``*/delete`` (and ``inventory_levels/disconnect``) remove the copy.
+"""
+
+from __future__ import annotations
+
+from shopipe_worker.events import BadPayload, Event
+from shopipe_worker.handlers import COMPLIANCE_TOPICS, parse_time, resource_id, shop_of
+from shopipe_worker.registry import Context, Registry
+
+KINDS = (
+    "orders",
+    "draft_orders",
+    "products",
+    "collections",
+    "customers",
+    "inventory_items",
+    "inventory_levels",
+    "fulfillments",
+    "refunds",
+    "locations",
+)
+REMOVING = frozenset({"delete", "disconnect"})
+
+# KEYS[1] state key; ARGV: version (integer microseconds), updated_at text, topic, body.
+CAS = """
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at', ARGV[2], 'topic', ARGV[3],
+           'body', ARGV[4])
+return 1
+"""
+
+
+def identity(kind: str, payload: dict[str, object]) -> str:
+    if kind == "inventory_levels":
+        item = resource_id(payload.get("inventory_item_id"), "inventory_item_id")
+        location = resource_id(payload.get("location_id"), "location_id")
+        return f"{item}@{location}"
+    return resource_id(payload.get("id"), "id")
+
+
+def version_of(event: Event, payload: dict[str, object]) -> tuple[int, str]:
+    """(microseconds, text) of the payload's version."""
+    for text in (payload.get("updated_at"), event.triggered_at):
+        if isinstance(text, str) and text:
+            at = parse_time(text)
+            if at is not None:
+                return int(at * 1_000_000), text
+    return int(event.received_at * 1_000_000), ""
+
+
+async def apply_state(event: Event, ctx: Context) -> None:
+    if event.topic in COMPLIANCE_TOPICS:
+        return
+    kind, _, action = event.topic.partition("/")
+    payload = event.json_object()
+    key = ctx.keys.state(shop_of(event), kind, identity(kind, payload))
+    if action in REMOVING:
+        ctx.tx.delete(key)
+        return
+    if "id" not in payload and kind != "inventory_levels":
+        raise BadPayload(f"{kind} payload has no id")
+    version, text = version_of(event, payload)
+    ctx.tx.eval(CAS, 1, key, str(version), text, event.topic, event.body)
+
+
+def register(registry: Registry) -> None:
+    for kind in KINDS:
+        registry.add(f"{kind}/*", apply_state, name="state")
