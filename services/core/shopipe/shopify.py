@@ -1,0 +1,219 @@
+"""Shopify's side of a webhook: the HMAC signature and the headers.
+
+Shopify signs the raw body only: ``X-Shopify-Hmac-Sha256`` is base64 (not hex) of HMAC-SHA256
+over the exact bytes, keyed with the app's client secret. Several secrets are accepted so a
+secret can be rotated without downtime. Headers come as ``X-Shopify-*`` or, newer, ``Shopify-*``.
+
+Because only the body is signed, a captured body replayed with another topic header still passes
+the signature check. That is why the topic and shop are validated strictly and never used in an
+object key: a forged header can mislabel a record, never escape a prefix or overwrite one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from shopipe.errors import PermanentError
+
+SIGNATURE = "hmac-sha256"
+TOPIC = "topic"
+SHOP = "shop-domain"
+WEBHOOK_ID = "webhook-id"
+API_VERSION = "api-version"
+TRIGGERED_AT = "triggered-at"
+EVENT_ID = "event-id"
+
+_PREFIXES = ("x-shopify-", "shopify-")
+_TOPIC = re.compile(r"^[a-z0-9_]+(?:/[a-z0-9_]+){1,3}$")
+_SHOP = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.myshopify\.com$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_API_VERSION = re.compile(r"^(?:[0-9]{4}-[0-9]{2}|unstable)$")
+_TIMESTAMP = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+# Other Shopify headers are kept as sent, within reason: printable ASCII, bounded length.
+_VALUE = re.compile(r"^[\x20-\x7e]{0,1024}$")
+_MAX_EXTRA = 32
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+class SignatureError(PermanentError):
+    """The signature is missing or matches none of the secrets (answered 401)."""
+
+
+class HeaderError(PermanentError):
+    """A Shopify header is missing, repeated or malformed (answered 400 naming it)."""
+
+    def __init__(self, header: str, problem: str) -> None:
+        super().__init__(f"{header}: {problem}")
+        self.header = header
+        self.problem = problem
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The header value Shopify would send for ``body``: base64 HMAC-SHA256."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> bool:
+    """True if ``signature`` is the HMAC of ``body`` under any of ``secrets`` (constant time)."""
+    if not signature or not secrets:
+        return False
+    try:
+        given = base64.b64decode(signature.strip().encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return False
+    if len(given) != hashlib.sha256().digest_size:
+        return False
+    ok = False
+    # Every secret is tried, so timing does not tell which one (or whether one) matched.
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+        ok |= hmac.compare_digest(expected, given)
+    return ok
+
+
+def _pairs(headers: Headers) -> list[tuple[str, str]]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(k.lower(), v) for k, v in items]
+
+
+def shopify_headers(headers: Headers) -> dict[str, list[str]]:
+    """Every Shopify header by short name (``topic``, ``hmac-sha256``...), values in order."""
+    out: dict[str, list[str]] = {}
+    for name, value in _pairs(headers):
+        for prefix in _PREFIXES:
+            if name.startswith(prefix) and len(name) > len(prefix):
+                out.setdefault(name[len(prefix) :], []).append(value)
+                break
+    return out
+
+
+def canonical(short: str) -> str:
+    """``api-version`` -> ``X-Shopify-API-Version``: the spelling errors and records use."""
+    parts = ("API" if p == "api" else p.capitalize() for p in short.split("-"))
+    return "X-Shopify-" + "-".join(parts)
+
+
+def _one(found: Mapping[str, list[str]], short: str, *, required: bool) -> str | None:
+    values = found.get(short, [])
+    shown = canonical(short)
+    if not values:
+        if required:
+            raise HeaderError(shown, "missing")
+        return None
+    # Both spellings may be sent; they must agree, else which one was signed-for is unknown.
+    if any(v != values[0] for v in values[1:]):
+        raise HeaderError(shown, "repeated with different values")
+    return values[0].strip()
+
+
+def signature_of(headers: Headers) -> str | None:
+    """The signature header, or None when it is missing or given twice with different values."""
+    try:
+        return _one(shopify_headers(headers), SIGNATURE, required=False)
+    except HeaderError:
+        return None
+
+
+@dataclass(frozen=True)
+class WebhookHeaders:
+    """The validated Shopify headers of one webhook."""
+
+    topic: str
+    shop: str
+    webhook_id: str
+    api_version: str | None = None
+    triggered_at: str | None = None
+    event_id: str | None = None
+
+    def to_record(self) -> dict[str, str]:
+        """Canonical ``X-Shopify-*`` headers to store with the record."""
+        out = {
+            canonical(TOPIC): self.topic,
+            canonical(SHOP): self.shop,
+            canonical(WEBHOOK_ID): self.webhook_id,
+        }
+        for short, value in (
+            (API_VERSION, self.api_version),
+            (TRIGGERED_AT, self.triggered_at),
+            (EVENT_ID, self.event_id),
+        ):
+            if value is not None:
+                out[canonical(short)] = value
+        return out
+
+
+def _check(value: str | None, pattern: re.Pattern[str], short: str, what: str) -> None:
+    if value is not None and not pattern.match(value):
+        raise HeaderError(canonical(short), f"not {what}")
+
+
+def parse_headers(headers: Headers) -> WebhookHeaders:
+    """Validate the Shopify headers (either spelling); HeaderError names the bad one."""
+    found = shopify_headers(headers)
+    topic = _one(found, TOPIC, required=True) or ""
+    shop = _one(found, SHOP, required=True) or ""
+    webhook_id = _one(found, WEBHOOK_ID, required=True) or ""
+    api_version = _one(found, API_VERSION, required=False)
+    triggered_at = _one(found, TRIGGERED_AT, required=False)
+    event_id = _one(found, EVENT_ID, required=False)
+    _check(topic, _TOPIC, TOPIC, "a topic like orders/create")
+    _check(shop, _SHOP, SHOP, "a *.myshopify.com domain")
+    _check(webhook_id, _ID, WEBHOOK_ID, "an id")
+    _check(api_version, _API_VERSION, API_VERSION, "a version like 2025-07")
+    _check(triggered_at, _TIMESTAMP, TRIGGERED_AT, "an ISO 8601 time")
+    _check(event_id, _ID, EVENT_ID, "an id")
+    return WebhookHeaders(topic, shop, webhook_id, api_version, triggered_at, event_id)
+
+
+_SHORT = re.compile(r"^[a-z0-9-]{1,64}$")
+
+
+def record_headers(parsed: WebhookHeaders, headers: Headers) -> dict[str, str]:
+    """The Shopify headers to store with a record: validated ones canonical, others as sent
+    when they are single, printable and short (others are dropped, not refused).
+
+    The signature is left out: it was checked, and a stored signature only helps a replay.
+    """
+    out = parsed.to_record()
+    known = {TOPIC, SHOP, WEBHOOK_ID, API_VERSION, TRIGGERED_AT, EVENT_ID, SIGNATURE}
+    extra = 0
+    for short, values in sorted(shopify_headers(headers).items()):
+        if short in known or extra >= _MAX_EXTRA:
+            continue
+        value = values[0].strip()
+        if len(values) == 1 and _VALUE.match(value) and _SHORT.match(short):
+            out[canonical(short)] = value
+            extra += 1
+    return out
+
+
+# Realistic payloads shipped with the package, for `shopipe send`, tests and benchmarks.
+SAMPLE_TOPICS = (
+    "orders/create",
+    "orders/updated",
+    "products/update",
+    "customers/redact",
+    "customers/data_request",
+    "shop/redact",
+    "app/uninstalled",
+)
+
+
+def sample(topic: str) -> bytes:
+    """The shipped sample body for ``topic`` (one of SAMPLE_TOPICS)."""
+    if topic not in SAMPLE_TOPICS:
+        raise KeyError(topic)
+    name = topic.replace("/", "_") + ".json"
+    return resources.files("shopipe").joinpath("samples", name).read_bytes()

@@ -1,0 +1,166 @@
+"""Shopify HMAC and header validation, against vectors computed independently here."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from shopipe import shopify
+from shopipe.shopify import HeaderError, parse_headers, sign, verify
+
+pytestmark = pytest.mark.unit
+
+GOOD = {
+    "X-Shopify-Topic": "orders/create",
+    "X-Shopify-Shop-Domain": "example-store.myshopify.com",
+    "X-Shopify-Webhook-Id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+    "X-Shopify-API-Version": "2025-07",
+    "X-Shopify-Triggered-At": "2025-11-25T15:15:33.877041743Z",
+    "X-Shopify-Event-Id": "98880550-7158-44d4-b7cd-2c97c8a091b5",
+}
+
+
+def by_hand(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def test_sign_matches_a_fixed_known_answer() -> None:
+    # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+    digest = bytes.fromhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    body = b"what do ya want for nothing?"
+    assert sign(body, "Jefe") == base64.b64encode(digest).decode()
+    assert verify(body, base64.b64encode(digest).decode(), ["Jefe"])
+
+
+@given(body=st.binary(max_size=2048), secret=st.text(min_size=1, max_size=64))
+def test_sign_is_base64_hmac_sha256_of_raw_bytes(body: bytes, secret: str) -> None:
+    expected = by_hand(body, secret)
+    assert sign(body, secret) == expected
+    assert verify(body, expected, [secret])
+
+
+def test_hex_digest_is_refused() -> None:
+    body = b'{"id":1}'
+    hexsig = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert not verify(body, hexsig, ["s3cret"])
+
+
+def test_signature_over_another_body_is_refused() -> None:
+    assert not verify(b'{"id":2}', by_hand(b'{"id":1}', "k"), ["k"])
+
+
+@pytest.mark.parametrize("sig", [None, "", "not base64!!", "YWJj", "=" * 44, "é" * 44])
+def test_missing_or_malformed_signature_is_refused(sig: str | None) -> None:
+    assert not verify(b"{}", sig, ["k"])
+
+
+def test_rotation_accepts_any_configured_secret_and_refuses_removed_one() -> None:
+    body = json.dumps({"id": 7}).encode()
+    old, new = by_hand(body, "old-secret"), by_hand(body, "new-secret")
+    assert verify(body, old, ["new-secret", "old-secret"])
+    assert verify(body, new, ["new-secret", "old-secret"])
+    assert not verify(body, old, ["new-secret"])
+    assert not verify(body, new, [])
+
+
+def test_parse_headers_reads_either_spelling() -> None:
+    newer = {k.replace("X-Shopify-", "Shopify-"): v for k, v in GOOD.items()}
+    for headers in (GOOD, newer, {k.lower(): v for k, v in GOOD.items()}):
+        h = parse_headers(headers)
+        assert (h.topic, h.shop, h.webhook_id) == (
+            "orders/create",
+            "example-store.myshopify.com",
+            GOOD["X-Shopify-Webhook-Id"],
+        )
+        assert h.api_version == "2025-07"
+        assert h.event_id == GOOD["X-Shopify-Event-Id"]
+        assert h.triggered_at == GOOD["X-Shopify-Triggered-At"]
+
+
+def test_optional_headers_may_be_absent() -> None:
+    h = parse_headers({k: GOOD[k] for k in list(GOOD)[:3]})
+    assert h.api_version is None
+    assert h.event_id is None
+    assert h.triggered_at is None
+
+
+@pytest.mark.parametrize(
+    "name", ["X-Shopify-Topic", "X-Shopify-Shop-Domain", "X-Shopify-Webhook-Id"]
+)
+def test_missing_required_header_is_named(name: str) -> None:
+    headers = {k: v for k, v in GOOD.items() if k != name}
+    with pytest.raises(HeaderError) as e:
+        parse_headers(headers)
+    assert e.value.header == name
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-Shopify-Topic", "../../etc/passwd"),
+        ("X-Shopify-Topic", "orders/../create"),
+        ("X-Shopify-Topic", "Orders/Create"),
+        ("X-Shopify-Topic", "orders"),
+        ("X-Shopify-Topic", "orders/create\x00"),
+        ("X-Shopify-Topic", "orders/create\r\nx"),
+        ("X-Shopify-Topic", "orders//create"),
+        ("X-Shopify-Topic", "/orders/create"),
+        ("X-Shopify-Topic", "orders/create/"),
+        ("X-Shopify-Shop-Domain", "evil.com"),
+        ("X-Shopify-Shop-Domain", "shop.myshopify.com.evil.com"),
+        ("X-Shopify-Shop-Domain", "../x.myshopify.com"),
+        ("X-Shopify-Shop-Domain", "a/b.myshopify.com"),
+        ("X-Shopify-Shop-Domain", "shop\t.myshopify.com"),
+        ("X-Shopify-Webhook-Id", "a b"),
+        ("X-Shopify-Webhook-Id", "../x"),
+        ("X-Shopify-Webhook-Id", "x" * 200),
+        ("X-Shopify-API-Version", "latest"),
+        ("X-Shopify-Triggered-At", "yesterday"),
+        ("X-Shopify-Event-Id", "a:b/c"),
+    ],
+)
+def test_bad_header_is_refused_naming_it(name: str, value: str) -> None:
+    with pytest.raises(HeaderError) as e:
+        parse_headers({**GOOD, name: value})
+    assert e.value.header == name
+    assert str(e.value).startswith(f"{name}: ")
+
+
+def test_spellings_that_disagree_are_refused() -> None:
+    pairs = [*GOOD.items(), ("Shopify-Topic", "orders/updated")]
+    with pytest.raises(HeaderError) as e:
+        parse_headers(pairs)
+    assert e.value.header == "X-Shopify-Topic"
+
+
+def test_duplicate_header_with_same_value_is_accepted() -> None:
+    pairs = [*GOOD.items(), ("X-Shopify-Topic", "orders/create")]
+    assert parse_headers(pairs).topic == "orders/create"
+
+
+def test_signature_of_is_none_when_repeated_differently() -> None:
+    assert (
+        shopify.signature_of([("X-Shopify-Hmac-Sha256", "a"), ("Shopify-Hmac-Sha256", "b")]) is None
+    )
+    assert shopify.signature_of([("Shopify-Hmac-Sha256", "a")]) == "a"
+
+
+def test_record_headers_are_canonical_keep_extras_and_drop_signature() -> None:
+    raw = {**GOOD, "X-Shopify-Hmac-Sha256": "c2ln", "X-Shopify-Shop-Id": "70123456", "Other": "x"}
+    out = shopify.record_headers(parse_headers(raw), raw)
+    assert out["X-Shopify-Topic"] == "orders/create"
+    assert out["X-Shopify-Shop-Id"] == "70123456"
+    assert "X-Shopify-Hmac-Sha256" not in out
+    assert "Other" not in out
+    # Stored headers parse back to the same values (the worker reads them).
+    assert parse_headers(out) == parse_headers(raw)
+
+
+def test_every_sample_is_json() -> None:
+    for topic in shopify.SAMPLE_TOPICS:
+        assert isinstance(json.loads(shopify.sample(topic)), dict)
