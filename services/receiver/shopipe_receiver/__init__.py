@@ -1,0 +1,1 @@
+"""shopipe receiver: verifies Shopify webhooks, stores them in the bucket, announces them."""

@@ -1,0 +1,72 @@
+"""The receiver's metrics (docs/metrics.md lists exactly these)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+from shopipe.metrics import REGISTRY
+
+OUTCOMES = ("accepted", "unauthorized", "bad_request", "too_large", "timeout", "unavailable")
+
+REQUESTS = Counter(
+    "shopipe_receiver_requests_total",
+    "Webhooks by result; topic is 'unknown' before the signature is checked.",
+    ["topic", "outcome"],
+    registry=REGISTRY,
+)
+REQUEST_SECONDS = Histogram(
+    "shopipe_receiver_request_seconds",
+    "Time from request start to answer.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+STORAGE_SECONDS = Histogram(
+    "shopipe_receiver_storage_seconds",
+    "Duration of one segment PUT.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+STORAGE_FAILURES = Counter(
+    "shopipe_receiver_storage_failures_total",
+    "Segment PUTs that failed (each answered 503).",
+    registry=REGISTRY,
+)
+BODY_BYTES = Histogram(
+    "shopipe_receiver_body_bytes",
+    "Body sizes of accepted webhooks.",
+    buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 5242880),
+    registry=REGISTRY,
+)
+SEGMENTS = Counter(
+    "shopipe_receiver_segments_total",
+    "Segments written.",
+    registry=REGISTRY,
+)
+SEGMENT_RECORDS = Histogram(
+    "shopipe_receiver_segment_records",
+    "Records per written segment (group commit).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+    registry=REGISTRY,
+)
+ANNOUNCE_FAILURES = Counter(
+    "shopipe_receiver_announce_failures_total",
+    "XADDs that failed after a durable write (the sweeper recovers them).",
+    registry=REGISTRY,
+)
+
+# Labels must stay low-cardinality even if a replayed body carries made-up topics: after this
+# many distinct topics, new ones are counted as "other".
+_MAX_TOPICS = 150
+_topics: set[str] = set()
+
+
+def topic_label(topic: str) -> str:
+    if topic in _topics:
+        return topic
+    if len(_topics) < _MAX_TOPICS:
+        _topics.add(topic)
+        return topic
+    return "other"
+
+
+def count(topic: str, outcome: str) -> None:
+    REQUESTS.labels(topic=topic_label(topic), outcome=outcome).inc()

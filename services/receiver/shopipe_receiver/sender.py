@@ -1,0 +1,128 @@
+"""`shopipe send`: sign and send realistic webhooks, then summarise what came back.
+
+Each request gets a fresh webhook id and event id (as Shopify's deliveries do), so the worker
+treats them as distinct events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TextIO
+
+import httpx
+from shopipe import shopify
+
+DEFAULT_SHOP = "example-store.myshopify.com"
+API_VERSION = "2025-07"
+
+
+def signed_headers(
+    topic: str, body: bytes, secret: str, *, shop: str = DEFAULT_SHOP, newer: bool = False
+) -> dict[str, str]:
+    """Headers Shopify would send for ``body``: fresh ids, signature over the exact bytes."""
+    prefix = "Shopify-" if newer else "X-Shopify-"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "Content-Type": "application/json",
+        prefix + "Topic": topic,
+        prefix + "Hmac-Sha256": shopify.sign(body, secret),
+        prefix + "Shop-Domain": shop,
+        prefix + "Webhook-Id": str(uuid.uuid4()),
+        prefix + "Event-Id": str(uuid.uuid4()),
+        prefix + "API-Version": API_VERSION,
+        prefix + "Triggered-At": now,
+    }
+
+
+@dataclass
+class Summary:
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values())
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    def render(self) -> str:
+        codes = ", ".join(f"{k} x {v}" for k, v in sorted(self.statuses.items()))
+        rate = self.sent / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"sent {self.sent} in {self.seconds:.2f}s ({rate:.0f}/s); status: {codes}\n"
+            f"latency ms: p50 {self.percentile(50) * 1000:.1f}  "
+            f"p95 {self.percentile(95) * 1000:.1f}  p99 {self.percentile(99) * 1000:.1f}"
+        )
+
+
+Progress = Callable[[int, int], None]
+
+
+def bar(stream: TextIO = sys.stderr) -> Progress:
+    """A one-line progress bar, redrawn at most ~20 times per second."""
+    last = [0.0]
+
+    def draw(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 0.05:
+            return
+        last[0] = now
+        width = 30
+        filled = width * done // max(total, 1)
+        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        print(line, end="\n" if done >= total else "", file=stream, flush=True)
+
+    return draw
+
+
+async def send_many(
+    url: str,
+    topic: str,
+    body: bytes,
+    secret: str,
+    *,
+    count: int,
+    concurrency: int,
+    shop: str = DEFAULT_SHOP,
+    request_timeout: float = 10.0,
+    progress: Progress | None = None,
+) -> Summary:
+    """Send ``count`` signed webhooks over ``concurrency`` connections."""
+    summary = Summary()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def one(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            headers = signed_headers(topic, body, secret, shop=shop)
+            start = time.perf_counter()
+            try:
+                resp = await client.post(url, content=body, headers=headers)
+                status = str(resp.status_code)
+            except httpx.HTTPError as e:
+                status = type(e).__name__
+            summary.latencies.append(time.perf_counter() - start)
+            summary.statuses[status] += 1
+            if progress is not None:
+                progress(summary.sent, count)
+
+    began = time.perf_counter()
+    async with httpx.AsyncClient(limits=limits, timeout=request_timeout) as client:
+        await asyncio.gather(*(one(client) for _ in range(max(1, min(concurrency, count)))))
+    summary.seconds = time.perf_counter() - began
+    return summary
