@@ -1,0 +1,134 @@
+"""`shopipe worker`, `shopipe backlog`, `shopipe dlq list|replay`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from shopipe import logs
+from shopipe.buffer import Buffer
+from shopipe.config import WorkerSettings, load_settings
+from shopipe.sentinel import MasterClient, RedisTarget
+
+from shopipe_worker import backlog, dlq
+from shopipe_worker.processor import redis_deadline
+
+
+def _settings() -> WorkerSettings:
+    s = load_settings(WorkerSettings)
+    logs.setup("worker", s.log_level, s.log_format)
+    return s
+
+
+def run_worker(_: argparse.Namespace) -> int:
+    from shopipe_worker.app import Worker  # the service's imports only where it runs
+
+    s = _settings()
+
+    async def main() -> int:
+        return await Worker(s).run()
+
+    return asyncio.run(main())
+
+
+async def _with_clients(s: WorkerSettings, fn: Any) -> Any:
+    master = MasterClient(RedisTarget.from_settings(s), service="worker", pod=f"{s.pod_name}-cli")
+    store = Buffer(s)
+    try:
+        return await fn(master, store)
+    finally:
+        await master.close()
+        store.close()
+
+
+def show_backlog(args: argparse.Namespace) -> int:
+    s = _settings()
+
+    async def measure(master: MasterClient, store: Buffer) -> backlog.Backlog:
+        return await master.call(
+            lambda r: backlog.measure(r, store, s.stream, s.consumer_group),
+            deadline=redis_deadline(s),
+        )
+
+    result: backlog.Backlog = asyncio.run(_with_clients(s, measure))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"stream length     {result.stream_length}")
+        print(f"lag               {result.lag}")
+        print(f"pending           {result.pending}")
+        print(f"incoming objects  {result.incoming_objects}")
+        print(f"oldest            {result.oldest_seconds:.1f} s")
+    return 0
+
+
+def dlq_list(args: argparse.Namespace) -> int:
+    s = _settings()
+
+    async def collect(_m: MasterClient, store: Buffer) -> tuple[list[dlq.DeadLetter], list[str]]:
+        return await dlq.list_dead(store, args.topic), await dlq.list_dead_segments(store)
+
+    records, segments = asyncio.run(_with_clients(s, collect))
+    for dl in records:
+        print(json.dumps(dl.summary(), sort_keys=True))
+    for key in segments:
+        print(json.dumps({"segment": key, "unparseable": True}))
+    print(f"{len(records)} records, {len(segments)} unparseable segments", file=sys.stderr)
+    return 0
+
+
+def progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(1, total)
+    end = "\n" if done >= total else ""
+    print(
+        f"\rreplay [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def dlq_replay(args: argparse.Namespace) -> int:
+    if not args.all and args.topic is None and not args.record_ids:
+        print("shopipe dlq replay: name record ids, or use --topic T or --all", file=sys.stderr)
+        return 2
+    s = _settings()
+
+    async def go(master: MasterClient, store: Buffer) -> int:
+        items = await dlq.list_dead(store, args.topic)
+        if args.record_ids:
+            wanted = set(args.record_ids)
+            items = [dl for dl in items if dl.record_id in wanted]
+        if not items:
+            print("nothing to replay", file=sys.stderr)
+            return 0
+        await dlq.replay(s, master, store, items, progress_bar)
+        return len(items)
+
+    n = asyncio.run(_with_clients(s, go))
+    print(f"replayed {n} records", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="Consume the stream and run handlers.")
+    p.set_defaults(func=run_worker)
+
+    p = sub.add_parser("backlog", help="Stream length, lag, pending, incoming/ objects.")
+    p.add_argument("--json", action="store_true", help="One JSON object.")
+    p.set_defaults(func=show_backlog)
+
+    p = sub.add_parser("dlq", help="Dead-lettered records: list, replay.")
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    lp = dsub.add_parser("list", help="One JSON line per dead-lettered record.")
+    lp.add_argument("--topic", help="Only this topic.")
+    lp.set_defaults(func=dlq_list)
+    rp = dsub.add_parser("replay", help="Process dead-lettered records again.")
+    rp.add_argument("record_ids", nargs="*", help="Record ids to replay.")
+    rp.add_argument("--topic", help="Replay every record of this topic.")
+    rp.add_argument("--all", action="store_true", help="Replay every dead-lettered record.")
+    rp.set_defaults(func=dlq_replay)

@@ -1,0 +1,298 @@
+"""The consumer loop: read announcements, process segments concurrently, retry, reclaim.
+
+Every entry a worker holds is either in flight (a task processes it) or waiting for its retry
+(its handlers failed; it stays pending in the group). Both are heartbeated (XCLAIM JUSTID keeps
+their idle time low), so only the entries of a crashed or stopped consumer grow idle, and any
+worker reclaims those after ``claim_idle_seconds`` (XAUTOCLAIM). A waiting entry is retried by
+its holder after an exponential backoff on its delivery count, claiming it again (XCLAIM, which
+counts the delivery); past ``max_attempts`` the processor dead-letters what still fails.
+
+Redis errors never end the loop: the master client resolves the master again and this loop
+backs off with jitter. Work in hand is never dropped: its object stays in the bucket until the
+segment is finished, and its entry stays pending until acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+from shopipe.config import WorkerSettings
+from shopipe.errors import RedisUnavailable
+from shopipe.logs import get_logger
+from shopipe.sentinel import MasterClient
+from shopipe.stream import ensure_group
+
+from shopipe_worker import metrics as m
+from shopipe_worker import streamops as ops
+from shopipe_worker.processor import Done, Processor, redis_deadline
+from shopipe_worker.streamops import Entry
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+class Consumer:
+    def __init__(self, settings: WorkerSettings, master: MasterClient, processor: Processor):
+        s = settings
+        self.settings = s
+        self.master = master
+        self.processor = processor
+        self.me = s.pod_name
+        self.stream = s.stream
+        self.group = s.consumer_group
+        self.in_flight: dict[str, Entry] = {}
+        self.waiting: dict[str, Entry] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()  # a slot freed up, or stop was asked
+        self._cursor = "0-0"
+        self._replicas = 0
+        self._replicas_at = -1e9
+        self.deadline = redis_deadline(s)
+        # The block must end before the socket timeout, or every quiet read would look dead.
+        self.block_ms = max(10, int(min(s.block_seconds, 0.8 * s.redis_timeout_seconds) * 1000))
+        self.claim_idle_ms = int(s.claim_idle_seconds * 1000)
+        self.max_waiting = max(100, 50 * s.concurrency)
+
+    # --- control -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._changed.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "consumer": self.me,
+            "in_flight": len(self.in_flight),
+            "waiting_retry": len(self.waiting),
+        }
+
+    async def call(self, fn: Callable[[Redis], Awaitable[T]], deadline: float | None = None) -> T:
+        """Run ``fn`` on the master; if a failover lost the group, create it again and retry."""
+        limit = self.deadline if deadline is None else deadline
+        try:
+            return await self.master.call(fn, deadline=limit)
+        except rex.ResponseError as e:
+            if not ops.is_nogroup(e):
+                raise
+            log.warning("consumer group missing (failover?); creating it again")
+            await self.master.call(
+                lambda r: ensure_group(r, self.stream, self.group), deadline=limit
+            )
+            return await self.master.call(fn, deadline=limit)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` or until something changes (a freed slot, stop)."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=seconds)
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; then drain within ``drain_seconds`` and return."""
+        maintenance = asyncio.create_task(self._maintain(), name="worker-maintenance")
+        try:
+            await self._read_loop()
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            await self._drain()
+
+    async def _read_loop(self) -> None:
+        delay = 0.1
+        while not self.stopping:
+            free = self.settings.concurrency - len(self.in_flight)
+            if free <= 0 or len(self.waiting) >= self.max_waiting:
+                await self._pause(self.settings.block_seconds)
+                continue
+            try:
+                entries = await self.call(self._reader(free))
+                delay = 0.1
+            except (RedisUnavailable, rex.RedisError, OSError) as e:
+                log.warning("reading the stream failed", extra={"error": type(e).__name__})
+                await self._pause(random.uniform(0, delay))  # full jitter
+                delay = min(delay * 2, 5.0)
+                continue
+            for entry in entries:
+                if self._stopping.is_set():  # stop came during the read
+                    await self._release([entry.id], self.claim_idle_ms)
+                else:
+                    self._start(entry)
+
+    def _reader(self, count: int) -> Callable[[Redis], Awaitable[list[Entry]]]:
+        async def read(r: Redis) -> list[Entry]:
+            return await ops.read(r, self.stream, self.group, self.me, count, self.block_ms)
+
+        return read
+
+    def _start(self, entry: Entry) -> None:
+        self.waiting.pop(entry.id, None)
+        self.in_flight[entry.id] = entry
+        m.IN_FLIGHT.set(len(self.in_flight))
+        self._tasks[entry.id] = asyncio.create_task(self._handle(entry), name=f"seg:{entry.id}")
+
+    async def _handle(self, entry: Entry) -> None:
+        try:
+            try:
+                done = await self.processor.process(
+                    entry.key, entry.attempt, before_remove=lambda: self._durable(entry.id)
+                )
+            except Exception as e:
+                # Storage or Redis out of reach: the segment is retried like a failed record.
+                log.warning(
+                    "segment not finished",
+                    extra={"entry": entry.id, "attempt": entry.attempt, "error": type(e).__name__},
+                )
+                done = Done(False, "retry")
+            if done.finished:
+                try:
+                    await self.call(lambda r: ops.ack(r, self.stream, self.group, entry.id))
+                except Exception as e:
+                    # Still pending: whoever reclaims it finds the object gone and acks then.
+                    log.warning("ack failed", extra={"entry": entry.id, "error": type(e).__name__})
+            else:
+                entry.retry_at = time.monotonic() + self.backoff(entry.attempt)
+                self.waiting[entry.id] = entry
+        finally:
+            self.in_flight.pop(entry.id, None)
+            self._tasks.pop(entry.id, None)
+            m.IN_FLIGHT.set(len(self.in_flight))
+            self._changed.set()
+
+    def backoff(self, attempt: int) -> float:
+        s = self.settings
+        base = min(s.retry_max_seconds, s.retry_base_seconds * 2.0 ** min(attempt - 1, 30))
+        return base * random.uniform(0.9, 1.1)  # jitter: retries of one burst spread out
+
+    async def _durable(self, entry_id: str) -> None:
+        now = time.monotonic()
+        if now - self._replicas_at > 5.0:
+            self._replicas = await self.call(ops.replicas)
+            self._replicas_at = now
+        if self._replicas == 0:
+            return
+        timeout_ms = max(1, int(self.settings.redis_timeout_seconds * 500))
+        acked = await self.call(
+            lambda r: ops.durable(r, self.stream, self.group, self.me, entry_id, timeout_ms)
+        )
+        if acked < 1:
+            log.warning("no replica confirmed the writes before a segment was removed")
+
+    # --- maintenance -------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        s = self.settings
+        tick = min(1.0, s.claim_idle_seconds / 4)
+        heartbeat_every = s.claim_idle_seconds / 3
+        reap_every = min(60.0, max(1.0, s.consumer_idle_seconds / 2))
+        last_beat = last_reap = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)  # a period, not a synchronisation
+            now = time.monotonic()
+            try:
+                if now - last_beat >= heartbeat_every:
+                    await self._heartbeat()
+                    last_beat = now
+                await self._retry_due()
+                await self._reclaim()
+                if now - last_reap >= reap_every:
+                    await self._reap()
+                    last_reap = now
+            except Exception as e:
+                log.warning("maintenance step failed", extra={"error": type(e).__name__})
+
+    async def _heartbeat(self) -> None:
+        ids = [*self.in_flight, *self.waiting]
+        if not ids:
+            return
+        alive = await self.call(lambda r: ops.touch(r, self.stream, self.group, self.me, ids))
+        for gone in [i for i in self.waiting if i not in alive and i in ids]:
+            self.waiting.pop(gone, None)  # acknowledged or deleted elsewhere
+
+    async def _retry_due(self) -> None:
+        free = self.settings.concurrency - len(self.in_flight)
+        now = time.monotonic()
+        due = sorted(
+            (e for e in self.waiting.values() if e.retry_at <= now), key=lambda e: e.retry_at
+        )
+        due = due[: max(0, free)]
+        if not due or self.stopping:
+            return
+        ids = [e.id for e in due]
+        claimed = {
+            e.id
+            for e in await self.call(lambda r: ops.claim(r, self.stream, self.group, self.me, ids))
+        }
+        for entry in due:
+            self.waiting.pop(entry.id, None)
+            if entry.id in claimed:
+                entry.attempt += 1
+                self._start(entry)
+
+    async def _reclaim(self) -> None:
+        free = self.settings.concurrency - len(self.in_flight)
+        if free <= 0 or self.stopping:
+            return
+        cursor, entries = await self.call(
+            lambda r: ops.autoclaim(
+                r, self.stream, self.group, self.me, self.claim_idle_ms, self._cursor, free
+            )
+        )
+        self._cursor = cursor
+        for entry in entries:
+            if entry.id in self.in_flight:
+                continue
+            log.info("reclaimed an idle entry", extra={"entry": entry.id, "attempt": entry.attempt})
+            self._start(entry)
+
+    async def _reap(self) -> None:
+        idle_ms = int(self.settings.consumer_idle_seconds * 1000)
+        removed = await self.call(
+            lambda r: ops.reap_consumers(r, self.stream, self.group, self.me, idle_ms)
+        )
+        for name in removed:
+            log.info("removed an idle consumer", extra={"consumer": name})
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let in-flight segments finish within ``drain_seconds``; release the rest."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.settings.drain_seconds)
+            late_ids = [i for i, t in self._tasks.items() if t in late]
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            # Look idle at once, so another worker reclaims them without waiting.
+            await self._release(late_ids, self.claim_idle_ms + 1000)
+        now = time.monotonic()
+        for entry in list(self.waiting.values()):
+            left_ms = int(max(0.0, entry.retry_at - now) * 1000)
+            await self._release([entry.id], max(0, self.claim_idle_ms - left_ms))
+        self.waiting.clear()
+
+    async def _release(self, ids: list[str], idle_ms: int) -> None:
+        if not ids:
+            return
+        try:
+            await self.call(
+                lambda r: ops.touch(r, self.stream, self.group, self.me, ids, idle_ms),
+                deadline=min(self.deadline, 3.0),
+            )
+        except Exception as e:
+            # They are reclaimed after claim_idle_seconds anyway.
+            log.warning("releasing entries failed", extra={"error": type(e).__name__})

@@ -1,0 +1,193 @@
+"""One segment, from the bucket to handled records.
+
+For each record that is not done or dead: run its handlers through the ledger. A handler error
+leaves that record for a later attempt without holding back the others; at the last attempt,
+or at once for a PermanentError, the record is dead-lettered. The segment is finished (and the
+caller may XACK) only when every record is done or dead-lettered; then it is archived or
+deleted. A missing object was finished by someone else; an unparseable one is dead-lettered
+whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shopipe import segment
+from shopipe.buffer import Buffer, ObjectMissing
+from shopipe.config import WorkerSettings
+from shopipe.errors import PermanentError, RedisUnavailable
+from shopipe.logs import get_logger
+from shopipe.sentinel import MasterClient
+from shopipe.stream import Keys
+
+from shopipe_worker import ledger
+from shopipe_worker import metrics as m
+from shopipe_worker.events import Event
+from shopipe_worker.registry import Registry
+
+log = get_logger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+def redis_deadline(settings: WorkerSettings) -> float:
+    """How long one Redis step may wait for a master (a failover takes seconds)."""
+    return max(10.0, 5 * settings.redis_timeout_seconds)
+
+
+@dataclass(frozen=True)
+class Done:
+    """What became of a segment: ``finished`` means it may be acknowledged."""
+
+    finished: bool
+    outcome: str  # done | missing | unparseable | retry | foreign
+
+
+def describe(e: BaseException) -> str:
+    """An error for a dead-letter object: its kind and message (the bucket holds the body)."""
+    return f"{type(e).__name__}: {e}"[:2000]
+
+
+def dead_letter_body(event: Event, key: str, error: str, attempts: int) -> dict[str, Any]:
+    return {
+        "record_id": event.record_id,
+        "segment": key,
+        "topic": event.topic,
+        "shop": event.shop,
+        "webhook_id": event.webhook_id,
+        "event_id": event.event_id,
+        "error": error,
+        "attempts": attempts,
+        "received_at": event.received_at,
+        "dead_lettered_at": time.time(),
+        "headers": dict(event.headers),
+        "body_base64": base64.b64encode(event.body).decode("ascii"),
+    }
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        master: MasterClient,
+        store: Buffer,
+        registry: Registry,
+    ) -> None:
+        self.settings = settings
+        self.master = master
+        self.store = store
+        self.registry = registry
+        self.keys = Keys(settings.key_prefix)
+        self.deadline = redis_deadline(settings)
+
+    async def process(self, key: str, attempt: int, before_remove: Hook | None = None) -> Done:
+        """Handle the segment at ``key`` on delivery number ``attempt`` (1-based)."""
+        if not segment.is_segment_key(key):
+            # Only incoming/ segments are ever announced; anything else must not be touched.
+            log.warning("announcement names no incoming segment; dropped")
+            return Done(True, "foreign")
+        try:
+            data = await self.store.get(key)
+        except ObjectMissing:
+            m.SEGMENTS.labels(outcome="missing").inc()
+            return Done(True, "missing")
+        name = segment.name_of(key)
+        try:
+            records = segment.decode(data)
+        except segment.SegmentError as e:
+            await self._dead_segment(key, name, e)
+            m.SEGMENTS.labels(outcome="unparseable").inc()
+            return Done(True, "unparseable")
+        settled = 0
+        for index, rec in enumerate(records):
+            # Ids come from the object's name, not from its content: keys built from them
+            # (dead markers, dead-letter objects) must not be steerable by the bytes.
+            event = Event.from_record(dataclasses.replace(rec, id=segment.record_id(name, index)))
+            if await self._record(event, key, attempt):
+                settled += 1
+        if settled < len(records):
+            return Done(False, "retry")
+        if before_remove is not None:
+            await before_remove()
+        await self._remove(key, name)
+        m.SEGMENTS.labels(outcome="done").inc()
+        return Done(True, "done")
+
+    async def _record(self, event: Event, key: str, attempt: int) -> bool:
+        """True when the record is settled (done, duplicate or dead-lettered)."""
+        topic = m.topic_label(event.topic)
+        handlers = self.registry.handlers_for(event.topic)
+        if not handlers:
+            m.RECORDS.labels(topic=topic, outcome="processed").inc()
+            return True
+        s = self.settings
+        try:
+            result = await self.master.call(
+                lambda r: ledger.apply(
+                    r, self.keys, event, handlers, ttl=s.dedup_ttl_seconds, store=self.store
+                ),
+                deadline=self.deadline,
+            )
+        except RedisUnavailable:
+            raise  # no master: nothing can be decided; the whole segment waits
+        except Exception as e:
+            m.RECORDS.labels(topic=topic, outcome="failed").inc()
+            permanent = isinstance(e, PermanentError)
+            log.warning(
+                "handler failed",
+                extra={
+                    "record": event.record_id,
+                    "topic": topic,
+                    "attempt": attempt,
+                    "error": type(e).__name__,
+                    "permanent": permanent,
+                },
+            )
+            if permanent or attempt >= s.max_attempts:
+                await self._dead_record(event, key, describe(e), attempt)
+                m.RECORDS.labels(topic=topic, outcome="dead_lettered").inc()
+                return True
+            return False
+        if result.outcome is ledger.Outcome.PROCESSED:
+            m.RECORDS.labels(topic=topic, outcome="processed").inc()
+            m.HANDLER_SECONDS.labels(topic=topic).observe(result.handler_seconds)
+            m.END_TO_END_SECONDS.observe(max(0.0, time.time() - event.received_at))
+        elif result.outcome is ledger.Outcome.DUPLICATE:
+            m.RECORDS.labels(topic=topic, outcome="duplicate").inc()
+        return True
+
+    async def _dead_record(self, event: Event, key: str, error: str, attempts: int) -> None:
+        body = dead_letter_body(event, key, error, attempts)
+        await self.store.put_json(segment.dead_letter_key(event.record_id), body)
+        ttl = self.settings.dedup_ttl_seconds
+        await self.master.call(
+            lambda r: ledger.mark_dead(r, self.keys, event.record_id, ttl=ttl),
+            deadline=self.deadline,
+        )
+        log.error(
+            "record dead-lettered",
+            extra={"record": event.record_id, "topic": m.topic_label(event.topic)},
+        )
+
+    async def _dead_segment(self, key: str, name: str, e: Exception) -> None:
+        dead = segment.dead_segment_key(name)
+        await self.store.put_json(
+            dead + ".json",
+            {"segment": key, "error": describe(e), "dead_lettered_at": time.time()},
+        )
+        with contextlib.suppress(ObjectMissing):  # another worker moved it first
+            await self.store.move(key, dead)
+        log.error("segment unparseable, dead-lettered", extra={"segment": name})
+
+    async def _remove(self, key: str, name: str) -> None:
+        if not self.settings.archive:
+            await self.store.delete(key)
+            return
+        with contextlib.suppress(ObjectMissing):  # another worker archived it first
+            await self.store.move(key, segment.processed_key(name))

@@ -1,0 +1,141 @@
+"""The consumer group commands the worker needs, each one small and typed.
+
+Entry ids and fields come back as bytes (the clients do not decode); they are turned into str
+here so the rest of the worker never sees the wire shape (RESP2 lists or RESP3 maps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as rex
+from redis.asyncio import Redis
+
+
+@dataclass
+class Entry:
+    """One announcement: the segment ``key`` and the delivery number ``attempt`` (1-based)."""
+
+    id: str
+    key: str
+    attempt: int = 1
+    retry_at: float = 0.0
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(raw_id: Any, fields: Any, attempt: int = 1) -> Entry | None:
+    if raw_id is None or fields is None:
+        return None  # deleted from the stream while pending
+    decoded = {_s(k): _s(v) for k, v in dict(fields).items()}
+    return Entry(_s(raw_id), decoded.get("key", ""), attempt)
+
+
+def is_nogroup(e: Exception) -> bool:
+    return isinstance(e, rex.ResponseError) and str(e).startswith("NOGROUP")
+
+
+async def read(
+    r: Redis, stream: str, group: str, me: str, count: int, block_ms: int
+) -> list[Entry]:
+    reply: Any = await r.xreadgroup(group, me, {stream: ">"}, count=count, block=block_ms)
+    # RESP2 (what shopipe's clients speak): [[stream, [(id, fields), ...]]].
+    pairs = list(reply.items()) if isinstance(reply, dict) else list(reply or [])
+    out: list[Entry] = []
+    for _stream, entries in pairs:
+        for raw_id, fields in entries:
+            entry = _entry(raw_id, fields)
+            if entry is not None:
+                out.append(entry)
+    return out
+
+
+async def claim(r: Redis, stream: str, group: str, me: str, ids: list[str]) -> list[Entry]:
+    """Take ``ids`` for another delivery (the delivery count goes up); gone ones are left out."""
+    if not ids:
+        return []
+    wanted: list[Any] = list(ids)
+    reply: Any = await r.xclaim(stream, group, me, 0, wanted)
+    return [e for raw_id, fields in reply if (e := _entry(raw_id, fields)) is not None]
+
+
+async def touch(
+    r: Redis, stream: str, group: str, me: str, ids: list[str], idle_ms: int | None = None
+) -> set[str]:
+    """Reset (or set, with ``idle_ms``) the idle time of ``ids`` without counting a delivery.
+
+    Returns the ids still pending. Used as a heartbeat for work in hand, and with a large
+    ``idle_ms`` to release work so another consumer reclaims it at once."""
+    if not ids:
+        return set()
+    wanted: list[Any] = list(ids)
+    reply: Any = await r.xclaim(stream, group, me, 0, wanted, idle=idle_ms, justid=True)
+    return {_s(i) for i in reply}
+
+
+async def autoclaim(
+    r: Redis, stream: str, group: str, me: str, min_idle_ms: int, start: str, count: int
+) -> tuple[str, list[Entry]]:
+    """Entries idle past ``min_idle_ms`` (a crashed or stopped consumer's), with their
+    delivery numbers; returns the cursor for the next call ("0-0" when the scan wrapped)."""
+    reply = await r.xautoclaim(stream, group, me, min_idle_ms, start_id=start, count=count)
+    cursor = _s(reply[0])
+    entries = [e for raw_id, fields in reply[1] if (e := _entry(raw_id, fields)) is not None]
+    if entries:
+        counts = await deliveries(r, stream, group, [e.id for e in entries])
+        for e in entries:
+            e.attempt = counts.get(e.id, 1)
+    return cursor, entries
+
+
+async def deliveries(r: Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
+    """Delivery count of each pending id (XPENDING's extended form, one id at a time)."""
+    async with r.pipeline(transaction=False) as pipe:
+        for i in ids:
+            pipe.xpending_range(stream, group, min=i, max=i, count=1)
+        replies = await pipe.execute()
+    out: dict[str, int] = {}
+    for rows in replies:
+        for row in rows:
+            out[_s(row["message_id"])] = int(row["times_delivered"])
+    return out
+
+
+async def ack(r: Redis, stream: str, group: str, entry_id: str) -> None:
+    await r.xack(stream, group, entry_id)
+
+
+async def reap_consumers(r: Redis, stream: str, group: str, me: str, idle_ms: int) -> list[str]:
+    """Remove consumers idle past ``idle_ms`` that hold nothing pending (DELCONSUMER would drop
+    pending entries, so a consumer with any is kept until they are reclaimed)."""
+    removed: list[str] = []
+    for c in await r.xinfo_consumers(stream, group):
+        name = _s(c["name"])
+        if name != me and int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms:
+            await r.xgroup_delconsumer(stream, group, name)
+            removed.append(name)
+    return removed
+
+
+async def replicas(r: Redis) -> int:
+    """Replicas connected to this master (ROLE)."""
+    reply = await r.execute_command("ROLE")
+    return len(reply[2]) if _s(reply[0]) == "master" and len(reply) > 2 else 0
+
+
+async def durable(
+    r: Redis, stream: str, group: str, me: str, entry_id: str, timeout_ms: int
+) -> int:
+    """Wait until a replica has every write made so far, before the segment's object goes.
+
+    WAIT counts this connection's own writes, and the replication stream is one ordered log: so
+    one write here (a heartbeat of the entry) followed by WAIT covers the record transactions
+    made on other connections too. Returns how many replicas acknowledged."""
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.xclaim(stream, group, me, 0, [entry_id], justid=True)
+        pipe.execute_command("WAIT", 1, timeout_ms)
+        replies = await pipe.execute()
+    return int(replies[-1])
