@@ -1,0 +1,35 @@
+"""Run a receiver inside the current event loop (tests, benchmarks): port 0 allowed."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from shopipe.config import ReceiverSettings
+from shopipe.httpops import serve
+
+from shopipe_receiver.app import Receiver
+
+
+@dataclass(frozen=True)
+class Running:
+    receiver: Receiver
+    url: str  # the webhook URL
+    base: str  # http://host:port
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ReceiverSettings) -> AsyncIterator[Running]:
+    """Start a receiver on ``settings.http_host:http_port``; stop it (and its writes) on exit."""
+    receiver = Receiver(settings)
+    await receiver.start()
+    try:
+        server = await serve(receiver.app, settings.http_host, settings.http_port)
+        try:
+            base = f"http://{settings.http_host}:{server.port}"
+            yield Running(receiver, base + settings.webhook_path, base)
+        finally:
+            await server.stop()
+    finally:
+        await receiver.stop()

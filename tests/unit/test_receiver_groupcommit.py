@@ -1,0 +1,175 @@
+"""Group commit: batching rules, each request answered after its own segment, failures scoped.
+
+The store here is an in-memory ``put`` with a gate, so the test decides when a write finishes;
+the real bucket is exercised in tests/integration/test_receiver_concurrency.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from shopipe import segment
+from shopipe.errors import StorageUnavailable
+from shopipe_receiver.groupcommit import GroupCommit, Stored
+
+pytestmark = pytest.mark.unit
+
+
+class Store:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.calls: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail: set[int] = set()  # indexes of calls that fail
+
+    async def put(self, key: str, data: bytes) -> None:
+        index = len(self.calls)
+        self.calls.append(key)
+        await self.gate.wait()
+        if index in self.fail:
+            raise StorageUnavailable("s3 put: SlowDown")
+        self.objects[key] = data
+
+
+async def until(cond, what: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+def submit(gc: GroupCommit, i: int, size: int = 10) -> asyncio.Task[Stored]:
+    body = b"%d:" % i + b"x" * size
+    return asyncio.ensure_future(gc.submit({"X-Shopify-Topic": "orders/create"}, body, time.time()))
+
+
+@pytest.mark.asyncio
+async def test_lone_request_is_written_at_once_without_waiting() -> None:
+    store = Store()
+    gc = GroupCommit(store.put, max_records=100, max_bytes=1 << 20, max_wait=3600)
+    stored = await asyncio.wait_for(submit(gc, 0), 5)
+    # max_wait is an hour: returning at all proves no timer was waited on.
+    assert store.calls == [stored.key]
+    assert stored.records == 1
+    (rec,) = segment.decode(store.objects[stored.key])
+    assert rec.id == stored.record_id == segment.name_of(stored.key) + ":0"
+
+
+@pytest.mark.asyncio
+async def test_requests_arriving_during_a_write_share_the_next_segment() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=1000, max_bytes=1 << 20, max_wait=3600)
+    first = submit(gc, 0)
+    await until(lambda: len(store.calls) == 1, "first put")
+    rest = [submit(gc, i) for i in range(1, 51)]
+    await asyncio.sleep(0)
+    assert len(store.calls) == 1  # all 50 wait for the write in flight
+    assert not any(t.done() for t in rest)
+    store.gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert len(store.calls) == 2
+    assert {r.key for r in results[1:]} == {store.calls[1]}
+    recs = segment.decode(store.objects[store.calls[1]])
+    assert [r.id for r in recs] == [r.record_id for r in results[1:]]
+    assert [r.body for r in recs] == [b"%d:" % i + b"x" * 10 for i in range(1, 51)]
+
+
+@pytest.mark.asyncio
+async def test_full_segment_is_written_without_waiting_for_the_write_in_flight() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=5, max_bytes=1 << 20, max_wait=3600)
+    tasks = [submit(gc, 0)]
+    await until(lambda: len(store.calls) == 1, "first put")
+    tasks += [submit(gc, i) for i in range(1, 12)]
+    await until(lambda: len(store.calls) == 3, "two full segments")
+    store.gate.set()
+    results = await asyncio.gather(*tasks)
+    sizes = sorted(len(segment.decode(store.objects[k])) for k in store.calls)
+    assert sizes == [1, 1, 5, 5]
+    assert len({r.record_id for r in results}) == 12
+
+
+@pytest.mark.asyncio
+async def test_segment_is_cut_by_bytes() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=1000, max_bytes=4096, max_wait=3600)
+    tasks = [submit(gc, 0)]
+    await until(lambda: len(store.calls) == 1, "first put")
+    tasks += [submit(gc, i, size=1500) for i in range(1, 7)]
+    store.gate.set()
+    await asyncio.gather(*tasks)
+    for key in store.calls:
+        assert len(store.objects[key]) <= 4096 + 1600  # never more than one record over
+    assert len(store.calls) >= 3
+
+
+@pytest.mark.asyncio
+async def test_open_segment_is_written_after_max_wait_even_with_a_write_in_flight() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=1000, max_bytes=1 << 20, max_wait=0.01)
+    first = submit(gc, 0)
+    await until(lambda: len(store.calls) == 1, "first put")
+    second = submit(gc, 1)
+    await until(lambda: len(store.calls) == 2, "timer flush while first put is stuck")
+    store.gate.set()
+    await asyncio.gather(first, second)
+
+
+@pytest.mark.asyncio
+async def test_failed_put_fails_exactly_its_own_requests() -> None:
+    store = Store()
+    store.gate.clear()
+    store.fail = {1}
+    gc = GroupCommit(store.put, max_records=10, max_bytes=1 << 20, max_wait=3600)
+    a = submit(gc, 0)
+    await until(lambda: len(store.calls) == 1, "first put")
+    doomed = [submit(gc, i) for i in range(1, 11)]  # fills segment 2 (fails)
+    await until(lambda: len(store.calls) == 2, "second put")
+    later = [submit(gc, i) for i in range(11, 15)]  # segment 3
+    store.gate.set()
+    results = await asyncio.gather(a, *doomed, *later, return_exceptions=True)
+    assert isinstance(results[0], Stored)
+    assert all(isinstance(r, StorageUnavailable) for r in results[1:11])
+    assert all(isinstance(r, Stored) for r in results[11:])
+    assert store.calls[1] not in store.objects
+    assert len(store.objects) == 2
+
+
+@pytest.mark.asyncio
+async def test_cancelled_request_does_not_disturb_its_segment() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=100, max_bytes=1 << 20, max_wait=3600)
+    first = submit(gc, 0)
+    await until(lambda: len(store.calls) == 1, "first put")
+    gone, kept = submit(gc, 1), submit(gc, 2)
+    await asyncio.sleep(0)
+    gone.cancel()
+    store.gate.set()
+    await first
+    stored = await kept
+    # The cancelled client's record is still written: Shopify will retry and dedup handles it.
+    assert len(segment.decode(store.objects[stored.key])) == 2
+
+
+@pytest.mark.asyncio
+async def test_close_writes_the_open_segment() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=100, max_bytes=1 << 20, max_wait=3600)
+    tasks = [submit(gc, 0)]
+    await until(lambda: len(store.calls) == 1, "first put")
+    tasks.append(submit(gc, 1))
+    await asyncio.sleep(0)
+    store.gate.set()
+    await gc.close(grace=5)
+    assert all(isinstance(r, Stored) for r in await asyncio.gather(*tasks))
+    assert len(store.objects) == 2
