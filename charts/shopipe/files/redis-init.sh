@@ -1,0 +1,57 @@
+#!/bin/sh
+# Writes redis.conf for this pod before Redis starts (init container, official redis image).
+# The master is whoever the Sentinels say it is now: after a failover that is no longer pod 0,
+# and a restarted old master must come back as a replica, not as a second master.
+# Passwords come from the environment (the Secret); they are written only to the pod's
+# private emptyDir, never to a ConfigMap or the command line.
+set -eu
+
+: "${REDIS_PASSWORD:?}" "${SENTINEL_PASSWORD:?}" "${MASTER_NAME:?}"
+: "${REDIS_HEADLESS:?}" "${SENTINEL_STS:?}" "${SENTINEL_HEADLESS:?}" "${SENTINEL_REPLICAS:?}"
+: "${REDIS_STS:?}" "${CONF_DIR:?}"
+
+me="$(hostname).${REDIS_HEADLESS}"
+master=""
+i=0
+while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
+    s="${SENTINEL_STS}-${i}.${SENTINEL_HEADLESS}"
+    reply="$(REDISCLI_AUTH="$SENTINEL_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$s" -p 26379 \
+        --raw SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+    case "$reply" in
+        ""|*ERR*|*NOAUTH*|*WRONGPASS*) ;;
+        *) master="$reply"; break ;;
+    esac
+    i=$((i + 1))
+done
+if [ -z "$master" ]; then
+    # No Sentinel knows a master yet: first start of the whole set, pod 0 leads.
+    master="${REDIS_STS}-0.${REDIS_HEADLESS}"
+    echo "redis-init: no Sentinel answered; bootstrap master is $master"
+else
+    echo "redis-init: Sentinels report master $master"
+fi
+
+umask 077
+conf="$CONF_DIR/redis.conf"
+cat > "$conf" <<CONF
+port 6379
+bind * -::*
+protected-mode no
+dir /data
+appendonly yes
+appendfsync ${APPENDFSYNC:-everysec}
+requirepass "${REDIS_PASSWORD}"
+masterauth "${REDIS_PASSWORD}"
+# Replicas announce their stable DNS name, which Sentinel resolves (resolve-hostnames).
+replica-announce-ip ${me}
+# An isolated old master stops taking writes once no replica has been in sync for the lag:
+# bounds the writes a failover can lose (docs/operations.md, min-replicas-to-write).
+min-replicas-to-write ${MIN_REPLICAS_TO_WRITE:-1}
+min-replicas-max-lag ${MIN_REPLICAS_MAX_LAG:-10}
+CONF
+if [ "$master" != "$me" ]; then
+    echo "replicaof ${master} 6379" >> "$conf"
+    echo "redis-init: $me starts as a replica of $master"
+else
+    echo "redis-init: $me starts as the master"
+fi

@@ -1,0 +1,59 @@
+#!/bin/sh
+# Writes sentinel.conf for this pod before Sentinel starts (init container, official redis image).
+# A restarted Sentinel learns the current master from its peers (or from the Redis pods' ROLE),
+# so it never points back at an old master. Sentinel rewrites this file as it learns: it lives
+# in the pod's emptyDir.
+set -eu
+
+: "${REDIS_PASSWORD:?}" "${SENTINEL_PASSWORD:?}" "${MASTER_NAME:?}" "${QUORUM:?}"
+: "${REDIS_STS:?}" "${REDIS_HEADLESS:?}" "${REDIS_REPLICAS:?}"
+: "${SENTINEL_STS:?}" "${SENTINEL_HEADLESS:?}" "${SENTINEL_REPLICAS:?}" "${CONF_DIR:?}"
+
+me="$(hostname).${SENTINEL_HEADLESS}"
+master=""
+i=0
+while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
+    s="${SENTINEL_STS}-${i}.${SENTINEL_HEADLESS}"
+    if [ "$s" != "$me" ]; then
+        reply="$(REDISCLI_AUTH="$SENTINEL_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$s" \
+            -p 26379 --raw SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+        case "$reply" in
+            ""|*ERR*|*NOAUTH*|*WRONGPASS*) ;;
+            *) master="$reply"; break ;;
+        esac
+    fi
+    i=$((i + 1))
+done
+if [ -z "$master" ]; then
+    # No peer knows: ask the Redis pods which one is a master.
+    i=0
+    while [ "$i" -lt "$REDIS_REPLICAS" ]; do
+        r="${REDIS_STS}-${i}.${REDIS_HEADLESS}"
+        role="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$r" -p 6379 \
+            --raw ROLE 2>/dev/null | head -n 1 || true)"
+        if [ "$role" = "master" ]; then master="$r"; break; fi
+        i=$((i + 1))
+    done
+fi
+if [ -z "$master" ]; then
+    master="${REDIS_STS}-0.${REDIS_HEADLESS}"
+    echo "sentinel-init: nobody answered; monitoring the bootstrap master $master"
+else
+    echo "sentinel-init: monitoring $master"
+fi
+
+umask 077
+cat > "$CONF_DIR/sentinel.conf" <<CONF
+port 26379
+# Host names, not pod IPs: IPs change on every restart, the StatefulSet names do not.
+sentinel resolve-hostnames yes
+sentinel announce-hostnames yes
+sentinel announce-ip ${me}
+requirepass "${SENTINEL_PASSWORD}"
+sentinel sentinel-pass "${SENTINEL_PASSWORD}"
+sentinel monitor ${MASTER_NAME} ${master} 6379 ${QUORUM}
+sentinel auth-pass ${MASTER_NAME} "${REDIS_PASSWORD}"
+sentinel down-after-milliseconds ${MASTER_NAME} ${DOWN_AFTER_MS:-5000}
+sentinel failover-timeout ${MASTER_NAME} ${FAILOVER_TIMEOUT_MS:-60000}
+sentinel parallel-syncs ${MASTER_NAME} 1
+CONF
