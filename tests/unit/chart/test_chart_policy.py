@@ -1,0 +1,271 @@
+"""Policies over every rendered object of the ci/ matrix: security contexts, resources, probes,
+pinned images, credentials only in Secrets, settings the services know, least-privilege RBAC."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from shopipe.config import known_names
+
+pytestmark = pytest.mark.unit
+
+SECRET_SETTINGS = {
+    "SHOPIPE_SHOPIFY_SECRETS",
+    "SHOPIPE_S3_ACCESS_KEY",
+    "SHOPIPE_S3_SECRET_KEY",
+    "SHOPIPE_REDIS_PASSWORD",
+    "SHOPIPE_SENTINEL_PASSWORD",
+}
+
+
+def all_pods(matrix: Any, chart: Any) -> Iterator[tuple[str, Any]]:
+    for values, objs in matrix.items():
+        for name, spec in chart.pod_specs(objs):
+            yield f"{values}: {name}", spec
+
+
+def test_pods_run_as_non_root_with_the_runtime_default_seccomp_profile(matrix, chart):
+    pods = list(all_pods(matrix, chart))
+    assert len(pods) >= 10
+    for where, spec in pods:
+        sc = spec["securityContext"]
+        assert sc["runAsNonRoot"] is True, where
+        assert sc["runAsUser"] > 0, where
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+
+
+def test_every_container_is_locked_down(matrix, chart):
+    for where, spec in all_pods(matrix, chart):
+        for c in chart.containers(spec):
+            sc = c["securityContext"]
+            at = f"{where}/{c['name']}"
+            assert sc["readOnlyRootFilesystem"] is True, at
+            assert sc["allowPrivilegeEscalation"] is False, at
+            assert sc["runAsNonRoot"] is True, at
+            assert sc["capabilities"]["drop"] == ["ALL"], at
+            assert "add" not in sc["capabilities"], at
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", at
+        assert not spec.get("hostNetwork"), where
+        assert not spec.get("hostPID"), where
+
+
+def test_every_container_has_requests_and_limits(matrix, chart):
+    for where, spec in all_pods(matrix, chart):
+        for c in chart.containers(spec):
+            for kind in ("requests", "limits"):
+                assert set(c["resources"][kind]) >= {"cpu", "memory"}, f"{where}/{c['name']} {kind}"
+
+
+def test_every_long_running_container_has_readiness_and_liveness_probes(matrix, chart):
+    for where, spec in all_pods(matrix, chart):
+        for c in spec["containers"]:
+            assert "readinessProbe" in c, f"{where}/{c['name']}"
+            assert "livenessProbe" in c, f"{where}/{c['name']}"
+
+
+def test_images_are_pinned_and_never_latest(matrix, chart):
+    for where, spec in all_pods(matrix, chart):
+        for c in chart.containers(spec):
+            image = c["image"]
+            _name, sep, tag = image.rpartition(":")
+            assert sep, f"{where}: {image} has no tag"
+            assert "/" not in tag, f"{where}: {image} has no tag"
+            assert tag != "latest", f"{where}: {image}"
+            assert re.fullmatch(r"[0-9][A-Za-z0-9_.-]*", tag), f"{where}: {image} is not a version"
+
+
+def test_shopipe_containers_run_their_service_on_its_port_with_the_right_probes(matrix):
+    expected = {
+        "receiver": (8080, "/readyz", "/healthz"),
+        "worker": (9090, "/healthz", "/healthz"),
+        "operator": (9091, "/healthz", "/healthz"),
+    }
+    seen = set()
+    for values, objs in matrix.items():
+        for d in (o for o in objs if o["kind"] == "Deployment"):
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            service = c["name"]
+            port, ready, live = expected[service]
+            seen.add(service)
+            assert c["image"].split("/")[-1].startswith(f"shopipe-{service}:"), values
+            assert c["args"] == [service], values
+            assert [p["containerPort"] for p in c["ports"]] == [port], values
+            env = {e["name"]: e for e in c["env"]}
+            assert env["SHOPIPE_HTTP_PORT"]["value"] == str(port), values
+            assert env["SHOPIPE_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+            assert c["readinessProbe"]["httpGet"]["path"] == ready, values
+            assert c["livenessProbe"]["httpGet"]["path"] == live, values
+    assert seen == set(expected)
+
+
+def rendered_settings(objs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every SHOPIPE_* name a shopipe container gets: env entries and its ConfigMaps' keys."""
+    cms = {o["metadata"]["name"]: o.get("data", {}) for o in objs if o["kind"] == "ConfigMap"}
+    for d in (o for o in objs if o["kind"] == "Deployment"):
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            names = {e["name"]: e for e in c.get("env", [])}
+            for ref in c.get("envFrom", []):
+                for key in cms[ref["configMapRef"]["name"]]:
+                    names.setdefault(key, {"configMap": True})
+            yield d["metadata"]["name"], names
+
+
+def test_every_rendered_setting_is_one_the_services_know(matrix):
+    """Services reject unknown SHOPIPE_* names at start: the chart must render none."""
+    known = known_names()
+    for values, objs in matrix.items():
+        for name, env in rendered_settings(objs):
+            shopipe = {k for k in env if k.startswith("SHOPIPE_")}
+            assert shopipe, name
+            assert shopipe <= known, f"{values}: {name} gets unknown {sorted(shopipe - known)}"
+
+
+def test_credentials_come_only_from_secret_key_refs(matrix):
+    for values, objs in matrix.items():
+        for name, env in rendered_settings(objs):
+            for key in SECRET_SETTINGS & set(env):
+                assert "secretKeyRef" in env[key].get("valueFrom", {}), f"{values}: {name} {key}"
+            if name.endswith("-receiver"):
+                assert "SHOPIPE_SHOPIFY_SECRETS" in env, values
+            else:
+                assert "SHOPIPE_SHOPIFY_SECRETS" not in env, (
+                    f"{values}: {name} needs no Shopify secret"
+                )
+
+
+def test_no_secret_material_outside_secrets(matrix, chart):
+    """The inline credentials of the ci values appear in the Secret and nowhere else: not in a
+    ConfigMap, an env literal, an annotation or a command line."""
+    for values_file in chart.ci_values:
+        secrets = chart.secret_values(values_file)
+        objs = matrix[values_file.name]
+        inline = [o for o in objs if o["kind"] == "Secret"]
+        if secrets:
+            assert len(inline) == 1, values_file.name
+            stored = "\n".join(inline[0]["stringData"].values())
+            assert all(s in stored for s in secrets)
+        for o in objs:
+            if o["kind"] == "Secret":
+                continue
+            text = yaml.safe_dump(o)
+            for s in secrets:
+                where = f"{o['kind']}/{o['metadata']['name']}"
+                assert s not in text, f"{values_file.name}: a credential leaks into {where}"
+        for cm in (o for o in objs if o["kind"] == "ConfigMap"):
+            for key in cm.get("data", {}):
+                assert key not in SECRET_SETTINGS, f"{cm['metadata']['name']}: {key}"
+                assert not re.search(r"(?i)password|secret|access_key|token", key), (
+                    f"{cm['metadata']['name']}: {key}"
+                )
+
+
+def test_worker_gets_time_to_drain_and_the_operator_owns_its_replicas(matrix, chart):
+    for values, objs in matrix.items():
+        worker = chart.one(objs, "Deployment", "-worker")
+        cm = chart.one(objs, "ConfigMap", "-worker")
+        drain = float(cm["data"]["SHOPIPE_DRAIN_SECONDS"])
+        grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > drain, values
+        operator_on = bool(chart.find(objs, "Deployment", "-operator"))
+        assert ("replicas" in worker["spec"]) is not operator_on, values
+
+
+def test_operator_leads_through_a_lease_with_two_replicas(matrix, chart):
+    objs = matrix["full-values.yaml"]
+    op = chart.one(objs, "Deployment", "-operator")
+    assert op["spec"]["replicas"] == 2
+    cm = chart.one(objs, "ConfigMap", "-operator")["data"]
+    assert cm["SHOPIPE_LEADER_ELECTION"] == "true"
+    assert cm["SHOPIPE_BACKEND"] == "kubernetes"
+    assert (
+        cm["SHOPIPE_WORKER_DEPLOYMENT"]
+        == chart.one(objs, "Deployment", "-worker")["metadata"]["name"]
+    )
+    assert (cm["SHOPIPE_MIN_WORKERS"], cm["SHOPIPE_MAX_WORKERS"]) == ("2", "20")
+    env = {e["name"]: e for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SHOPIPE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert op["spec"]["template"]["spec"]["serviceAccountName"] == op["metadata"]["name"]
+    # Only the operator talks to the API server.
+    for name, spec in chart.pod_specs(objs):
+        assert spec["automountServiceAccountToken"] is name.endswith("-operator"), name
+
+
+# (apiGroup, resource, verb) the operator uses, and nothing more.
+OPERATOR_RULES = {
+    ("apps", "deployments", "get"),
+    ("apps", "deployments", "list"),
+    ("apps", "deployments", "watch"),
+    ("apps", "deployments/scale", "get"),
+    ("apps", "deployments/scale", "patch"),
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("", "pods", "delete"),
+    ("", "pods/eviction", "create"),
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+    ("", "events", "create"),
+    ("events.k8s.io", "events", "create"),
+    ("autoscaling", "horizontalpodautoscalers", "get"),
+    ("autoscaling", "horizontalpodautoscalers", "list"),
+}
+
+
+def test_operator_role_grants_exactly_the_verbs_it_uses(matrix, chart):
+    objs = matrix["full-values.yaml"]
+    role = chart.one(objs, "Role")
+    granted = set()
+    for rule in role["rules"]:
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert "*" not in (g, r, v), rule
+                    granted.add((g, r, v))
+    assert granted == OPERATOR_RULES
+    scale = next(r for r in role["rules"] if r["resources"] == ["deployments/scale"])
+    assert scale["resourceNames"] == [chart.one(objs, "Deployment", "-worker")["metadata"]["name"]]
+    binding = chart.one(objs, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert [s["name"] for s in binding["subjects"]] == [
+        chart.one(objs, "ServiceAccount", "-operator")["metadata"]["name"]
+    ]
+    assert not chart.find(objs, "ClusterRole")
+    assert not chart.find(objs, "ClusterRoleBinding")
+    assert not chart.find(matrix["external-redis-values.yaml"], "Role")
+
+
+def test_ingress_routes_only_the_webhook_path_over_tls(matrix, chart):
+    ing = chart.one(matrix["full-values.yaml"], "Ingress")
+    assert ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-prod"
+    hosts = ["webhooks.shop.example", "webhooks2.shop.example"]
+    assert ing["spec"]["tls"] == [{"secretName": "shopipe-receiver-tls", "hosts": hosts}]
+    for rule in ing["spec"]["rules"]:
+        assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [
+            ("/webhooks/shopify", "Exact")
+        ]
+    assert [r["host"] for r in ing["spec"]["rules"]] == hosts
+
+
+def test_receiver_autoscales_on_cpu_and_leaves_replicas_to_the_hpa(matrix, chart):
+    objs = matrix["full-values.yaml"]
+    hpa = chart.one(objs, "HorizontalPodAutoscaler")
+    assert (
+        hpa["spec"]["scaleTargetRef"]["name"]
+        == chart.one(objs, "Deployment", "-receiver")["metadata"]["name"]
+    )
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert "replicas" not in chart.one(objs, "Deployment", "-receiver")["spec"]
+    # The operator refuses to scale workers an HPA targets: the chart never makes one for them.
+    assert all(
+        h["spec"]["scaleTargetRef"]["name"].endswith("-receiver")
+        for h in chart.find(objs, "HorizontalPodAutoscaler")
+    )

@@ -1,0 +1,138 @@
+"""The in-chart Redis: master and replicas with AOF on volumes, three Sentinels with quorum 2,
+passwords from the Secret, anti-affinity, disruption budgets, min-replicas-to-write; or
+external Sentinels."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_redis_runs_the_official_pinned_image_with_aof_on_volumes(matrix, chart):
+    objs = matrix["inchart-redis-values.yaml"]
+    sts = chart.one(objs, "StatefulSet", "-redis")
+    spec = sts["spec"]["template"]["spec"]
+    assert sts["spec"]["replicas"] == 3
+    for c in chart.containers(spec):
+        assert re.fullmatch(r"redis:7\.4\.\d+", c["image"]), c["image"]
+    redis = spec["containers"][0]
+    assert redis["command"] == ["redis-server", "/etc/redis-run/redis.conf"]
+    assert {m["name"]: m["mountPath"] for m in redis["volumeMounts"]}["data"] == "/data"
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    init = env_of(spec["initContainers"][0])
+    assert init["APPENDFSYNC"]["value"] == "everysec"
+    script = chart.one(objs, "ConfigMap", "-redis-scripts")["data"]["redis-init.sh"]
+    assert "appendonly yes" in script
+    assert "appendfsync ${APPENDFSYNC" in script
+
+
+def test_min_replicas_to_write_bounds_what_an_isolated_master_accepts(matrix, chart):
+    objs = matrix["inchart-redis-values.yaml"]
+    init = env_of(
+        chart.one(objs, "StatefulSet", "-redis")["spec"]["template"]["spec"]["initContainers"][0]
+    )
+    assert init["MIN_REPLICAS_TO_WRITE"]["value"] == "1"
+    assert init["MIN_REPLICAS_MAX_LAG"]["value"] == "10"
+    script = chart.one(objs, "ConfigMap", "-redis-scripts")["data"]["redis-init.sh"]
+    assert "min-replicas-to-write ${MIN_REPLICAS_TO_WRITE" in script
+    assert "min-replicas-max-lag ${MIN_REPLICAS_MAX_LAG" in script
+
+
+def test_three_sentinels_with_quorum_two_follow_the_master_by_name(matrix, chart):
+    objs = matrix["inchart-redis-values.yaml"]
+    sts = chart.one(objs, "StatefulSet", "-sentinel")
+    assert sts["spec"]["replicas"] == 3
+    spec = sts["spec"]["template"]["spec"]
+    init = env_of(spec["initContainers"][0])
+    assert init["QUORUM"]["value"] == "2"
+    assert spec["containers"][0]["command"] == ["redis-sentinel", "/etc/redis-run/sentinel.conf"]
+    script = chart.one(objs, "ConfigMap", "-redis-scripts")["data"]["sentinel-init.sh"]
+    assert "sentinel monitor ${MASTER_NAME} ${master} 6379 ${QUORUM}" in script
+    assert "sentinel resolve-hostnames yes" in script
+    # The shopipe processes are given every Sentinel, by stable name.
+    shared = chart.one(objs, "ConfigMap", "-shopipe")["data"]
+    sentinels = shared["SHOPIPE_SENTINELS"].split(",")
+    headless = chart.one(objs, "Service", "-sentinel-headless")
+    assert sentinels == [
+        f"{sts['metadata']['name']}-{i}.{headless['metadata']['name']}:26379" for i in range(3)
+    ]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert shared["SHOPIPE_SENTINEL_MASTER"] == "mymaster"
+
+
+def test_passwords_come_from_the_secret_and_stay_in_memory(matrix, chart):
+    objs = matrix["inchart-redis-values.yaml"]
+    secret = chart.one(objs, "Secret")
+    for suffix in ("-redis", "-sentinel"):
+        spec = chart.one(objs, "StatefulSet", suffix)["spec"]["template"]["spec"]
+        for c in chart.containers(spec):
+            for e in c.get("env", []):
+                if "PASSWORD" in e["name"]:
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    assert ref["name"] == secret["metadata"]["name"]
+                    assert ref["key"] in secret["stringData"]
+            # Probes read the password from the environment, never from argv literals.
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe in c:
+                    assert 'REDISCLI_AUTH="$' in c[probe]["exec"]["command"][2]
+        conf = next(v for v in spec["volumes"] if v["name"] == "conf")
+        assert conf["emptyDir"]["medium"] == "Memory"
+
+
+def test_redis_and_sentinels_spread_over_nodes_with_disruption_budgets(matrix, chart):
+    objs = matrix["inchart-redis-values.yaml"]
+    for suffix in ("-redis", "-sentinel"):
+        sts = chart.one(objs, "StatefulSet", suffix)
+        anti = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+        pdb = chart.one(objs, "PodDisruptionBudget", suffix)
+        assert pdb["spec"]["maxUnavailable"] == 1
+    soft = chart.one(matrix["minimal-values.yaml"], "StatefulSet", "-redis")
+    assert (
+        "preferredDuringSchedulingIgnoredDuringExecution"
+        in soft["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    )
+
+
+def test_redis_is_reachable_only_from_this_release(matrix, chart):
+    objs = matrix["inchart-redis-values.yaml"]
+    np = chart.one(objs, "NetworkPolicy", "-redis")
+    exprs = {e["key"]: e["values"] for e in np["spec"]["podSelector"]["matchExpressions"]}
+    assert exprs["app.kubernetes.io/component"] == ["redis", "sentinel"]
+    (rule,) = np["spec"]["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": chart.release}}}
+    ]
+    assert sorted(p["port"] for p in rule["ports"]) == [6379, 26379]
+    receiver = chart.one(objs, "NetworkPolicy", "-receiver")
+    peers = receiver["spec"]["ingress"][0]["from"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    } in peers
+
+
+def test_external_sentinels_replace_the_in_chart_redis(matrix, chart):
+    objs = matrix["external-redis-values.yaml"]
+    assert not chart.find(objs, "StatefulSet")
+    assert not chart.find(objs, "Secret")
+    shared = chart.one(objs, "ConfigMap", "-shopipe")["data"]
+    assert shared["SHOPIPE_SENTINELS"] == ",".join(
+        f"sentinel-{i}.redis.example.internal:26379" for i in range(3)
+    )
+    assert shared["SHOPIPE_SENTINEL_MASTER"] == "webhooks"
+    worker = chart.one(objs, "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
+    ref = env_of(worker)["SHOPIPE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "shopipe-credentials", "key": "redis-password", "optional": True}
