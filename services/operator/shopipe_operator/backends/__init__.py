@@ -1,0 +1,1 @@
+"""Where the operator acts: Kubernetes, or the local dev stack's processes."""

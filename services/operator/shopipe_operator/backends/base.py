@@ -1,0 +1,53 @@
+"""The small interface every backend offers the reconcile loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from shopipe.errors import PermanentError, TransientError
+
+
+@dataclass(frozen=True)
+class Pod:
+    """One pipeline process: its name (as in its Redis connection name) and /status URL."""
+
+    name: str
+    status_url: str | None
+
+
+class BackendUnavailable(TransientError):
+    """The backend did not answer (API server down, timeouts); try again next reconcile."""
+
+
+class ScaleRefused(PermanentError):
+    """Scaling is not ours to do (an HPA owns the Deployment); the message says why."""
+
+
+class Backend(Protocol):
+    """What the loop needs. Every method may raise BackendUnavailable."""
+
+    name: str
+
+    async def current_replicas(self) -> int: ...
+
+    async def scale(self, replicas: int) -> None: ...
+
+    async def pods(self) -> list[Pod]:
+        """Pipeline pods (receivers, workers) to check for a stale master."""
+        ...
+
+    async def restart(self, pod: Pod, reason: str) -> str:
+        """Restart ``pod``; returns the outcome: ``evicted``, ``deleted``, ``restarted`` or
+        ``blocked`` (a disruption budget said not now)."""
+        ...
+
+    async def scale_owner(self) -> str | None:
+        """Who else scales the workers (``HorizontalPodAutoscaler/<name>``), or None."""
+        ...
+
+    async def event(self, reason: str, message: str, pod: str | None = None) -> None:
+        """Record a decision where the cluster's users look (Kubernetes Events)."""
+        ...
+
+    async def close(self) -> None: ...
