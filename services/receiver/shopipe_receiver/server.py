@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +21,22 @@ class Running:
     base: str  # http://host:port
 
 
+async def _listening(host: str, port: int, seconds: float = 10.0) -> None:
+    """serve() returns once the socket is bound; uvicorn listens a moment later."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
 @contextlib.asynccontextmanager
 async def running(settings: ReceiverSettings) -> AsyncIterator[Running]:
     """Start a receiver on ``settings.http_host:http_port``; stop it (and its writes) on exit."""
@@ -27,6 +45,7 @@ async def running(settings: ReceiverSettings) -> AsyncIterator[Running]:
     try:
         server = await serve(receiver.app, settings.http_host, settings.http_port)
         try:
+            await _listening(settings.http_host, server.port)
             base = f"http://{settings.http_host}:{server.port}"
             yield Running(receiver, base + settings.webhook_path, base)
         finally:
