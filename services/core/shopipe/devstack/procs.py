@@ -1,0 +1,268 @@
+"""The dev stack's process table: one JSON file per process under ``<state dir>/procs``.
+
+Files, not memory, so that another process given the same state dir (``shopipe dev down``, the
+operator's local backend) can list, start and stop the same processes, and so that a second
+``shopipe dev`` after a crash finds what the first one left running. A pid is trusted only if
+the process still has the start time recorded at spawn and the same executable name: pids are
+reused, and killing a stranger's process would be worse than leaking ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal as _sig
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from shopipe.errors import PermanentError
+
+# Every spawn is also appended here, never removed, so a test suite can prove nothing it
+# started survived (processes spawned by other processes through the same table included).
+LEDGER = "ledger.jsonl"
+
+
+class ProcessError(PermanentError):
+    """A process of the dev stack could not be started or is unknown."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcRecord:
+    name: str
+    pid: int
+    starttime: int  # clock ticks since boot, /proc/<pid>/stat field 22
+    argv: tuple[str, ...]
+    log: str
+    seq: int  # spawn order (ns clock), so stop_all can go in reverse
+    exe: str = ""  # /proc/<pid>/exe at spawn
+    meta: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {"port": "8080"}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ProcRecord:
+        raw = json.loads(text)
+        raw["argv"] = tuple(raw["argv"])
+        return cls(**raw)
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, starttime) of ``pid``, or None when there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # comm may hold spaces and parentheses: fields start after the last ')'.
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def _exe_name(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    # Redis rewrites its title ("valkey-server 127.0.0.1:6379"): compare the first word only.
+    first = raw.split(b"\0", 1)[0].split(b" ", 1)[0]
+    return os.path.basename(first.decode(errors="replace"))
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def is_ours(rec: ProcRecord) -> bool:
+    """True while the process of ``rec`` is alive (not a zombie) and is the one we spawned."""
+    st = _stat(rec.pid)
+    if st is None or st[0] in ("Z", "X") or st[1] != rec.starttime:
+        return False
+    # The start time already pins the process; the executable guards against a table
+    # copied between machines or boots. /proc/<pid>/exe is immune to title rewrites.
+    if rec.exe and _exe(rec.pid) == rec.exe:
+        return True
+    name = _exe_name(rec.pid)
+    return name in ("", os.path.basename(rec.argv[0]))  # "" while Redis rewrites its title
+
+
+class ProcessTable:
+    """Spawn, list and stop named processes whose state lives in ``state_dir``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.dir = self.state_dir / "procs"
+        self.log_dir = self.state_dir / "logs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Children of this process, so that their exit status is collected (no zombies).
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _file(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ProcessError(f"bad process name {name!r}")
+        return self.dir / f"{name}.json"
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def get(self, name: str) -> ProcRecord | None:
+        try:
+            return ProcRecord.from_json(self._file(name).read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # a torn file from a crash: treat as absent
+
+    def records(self) -> list[ProcRecord]:
+        out = []
+        for path in self.dir.glob("*.json"):
+            rec = self.get(path.stem)
+            if rec is not None:
+                out.append(rec)
+        return sorted(out, key=lambda r: r.seq)
+
+    def _reap_children(self) -> None:
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
+    def alive(self, name: str) -> bool:
+        self._reap_children()
+        rec = self.get(name)
+        return rec is not None and is_ours(rec)
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> int:
+        """Start ``argv`` in its own session, output appended to logs/<name>.log; return pid."""
+        if self.alive(name):
+            raise ProcessError(f"process {name} is already running")
+        log_path = self.log_path(name)
+        with open(log_path, "ab") as log:
+            log.write(f"--- shopipe dev: starting {name} at {time.ctime()} ---\n".encode())
+            log.flush()
+            try:
+                child = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=dict(env) if env is not None else None,
+                    cwd=cwd,
+                    start_new_session=True,  # own process group: stop kills its children too
+                    close_fds=True,
+                )
+            except OSError as e:
+                raise ProcessError(f"cannot start {name}: {e.strerror} ({argv[0]})") from e
+        self._children[child.pid] = child
+        st = _stat(child.pid)
+        rec = ProcRecord(
+            name=name,
+            pid=child.pid,
+            starttime=st[1] if st else -1,
+            exe=_exe(child.pid),
+            meta=dict(meta or {}),
+            argv=tuple(argv),
+            log=str(log_path),
+            seq=time.monotonic_ns(),
+        )
+        self._write(rec)
+        with open(self.dir / LEDGER, "a") as ledger:
+            ledger.write(json.dumps({"name": name, "pid": rec.pid, "starttime": rec.starttime}))
+            ledger.write("\n")
+        return child.pid
+
+    def _write(self, rec: ProcRecord) -> None:
+        path = self._file(rec.name)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(rec.to_json())
+        os.replace(tmp, path)  # atomic: a reader never sees half a record
+
+    def signal(self, name: str, sig: int) -> bool:
+        """Send ``sig`` to the process (not its group); False when it is not running."""
+        rec = self.get(name)
+        if rec is None or not is_ours(rec):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, sig)
+        return True
+
+    def wait_exit(self, name: str, timeout: float) -> bool:
+        """Poll until the process is gone; True if it exited within ``timeout`` seconds."""
+        rec = self.get(name)
+        if rec is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            self._reap_children()
+            # Our own child counts as gone only once reaped: a multi-threaded leader shows
+            # as a zombie while its other threads are still exiting.
+            if rec.pid not in self._children and not is_ours(rec):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def stop(self, name: str, timeout: float = 5.0, sig: int = _sig.SIGTERM) -> None:
+        """Stop the process group of ``name``: ``sig``, then SIGKILL after ``timeout``."""
+        rec = self.get(name)
+        if rec is None:
+            return
+        if is_ours(rec):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(rec.pid, sig)
+            if not self.wait_exit(name, timeout):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(rec.pid, _sig.SIGKILL)
+                if not self.wait_exit(name, 5.0):
+                    raise ProcessError(f"process {name} (pid {rec.pid}) survived SIGKILL")
+        else:
+            # Its leader is gone, yet children it forked may live on in its group.
+            self._kill_orphan_group(rec)
+        self._reap_children()
+        with contextlib.suppress(FileNotFoundError):
+            self._file(name).unlink()
+
+    def _kill_orphan_group(self, rec: ProcRecord) -> None:
+        if _stat(rec.pid) is not None:
+            return  # the pid was reused by a stranger: its group is not ours
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(rec.pid, _sig.SIGKILL)
+
+    def stop_all(self, timeout: float = 5.0, timeouts: Mapping[str, float] | None = None) -> None:
+        """Stop every process, last started first; also clears records of dead ones."""
+        for rec in reversed(self.records()):
+            self.stop(rec.name, (timeouts or {}).get(rec.name, timeout))
+
+    def forget(self, name: str) -> None:
+        """Drop the record of a process that is known to be gone."""
+        with contextlib.suppress(FileNotFoundError):
+            self._file(name).unlink()
+
+
+def ledger_survivors(state_dir: Path) -> list[tuple[str, int]]:
+    """(name, pid) of every process ever spawned under ``state_dir`` that is still alive."""
+    path = Path(state_dir) / "procs" / LEDGER
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        raw = json.loads(line)
+        st = _stat(raw["pid"])
+        if st is not None and st[0] not in ("Z", "X") and st[1] == raw["starttime"]:
+            out.append((raw["name"], raw["pid"]))
+    return out

