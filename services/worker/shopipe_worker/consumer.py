@@ -102,6 +102,10 @@ class Consumer:
 
     async def run(self) -> None:
         """Consume until ``stop()``; then drain within ``drain_seconds`` and return."""
+        with contextlib.suppress(Exception):  # else created on the first NOGROUP
+            await self.master.call(
+                lambda r: ensure_group(r, self.stream, self.group), deadline=self.deadline
+            )
         maintenance = asyncio.create_task(self._maintain(), name="worker-maintenance")
         try:
             await self._read_loop()
