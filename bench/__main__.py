@@ -1,0 +1,156 @@
+"""`make bench` = ``python -m bench``: every benchmark of issue 7, then RESULTS.md and the plot.
+
+Phases, in order, on one local stack: baselines (HTTP ceiling, storage ceiling, naive design),
+receiver ingest, worker drain, end to end + memory soak. The full run (default) fits in under
+10 minutes; ``--quick`` is a smoke run of about two minutes whose results go to bench/out/quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import baselines, drain, e2e, ingest, report
+from bench.harness import Bench
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Profile:
+    levels: list[int] = field(default_factory=lambda: [1, 8, 32, 64, 128])
+    level_seconds: float = 5.0
+    # Per-level request caps (requests are signed before the clock starts, so they are bounded
+    # by what each system can do in level_seconds, with room).
+    bare_requests: int = 25000
+    receiver_requests: int = 15000
+    storage_requests: int = 5000
+    naive_requests: int = 1500
+    drain_webhooks: int = 10000
+    drain_limit: float = 90.0
+    e2e_rate: float = 200.0
+    soak_seconds: float = 300.0
+
+
+FULL = Profile()
+QUICK = Profile(
+    levels=[1, 16, 64],
+    level_seconds=2.0,
+    bare_requests=8000,
+    receiver_requests=4000,
+    storage_requests=1000,
+    naive_requests=300,
+    drain_webhooks=1500,
+    drain_limit=30.0,
+    soak_seconds=30.0,
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        mem = 0.0
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
+    t0 = time.monotonic()
+    results: dict[str, Any] = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "quick": quick,
+            "machine": machine(),
+            "profile": asdict(p),
+        },
+    }
+    load = {"seconds": p.level_seconds}
+    with Bench() as bench:
+        log(f"stack up in {bench.stack.timings.get('total', 0):.1f} s ({bench.dir})")
+        if "baselines" in phases:
+            base: dict[str, Any] = {}
+            log("HTTP ceiling: bare Starlette")
+            base["bare"] = baselines.http_levels(
+                bench, "bare", p.levels, requests=p.bare_requests, **load
+            )
+            log("storage ceiling: boto3 PUT per webhook")
+            base["storage"] = baselines.storage_levels(
+                bench, p.levels, p.storage_requests, p.level_seconds
+            )
+            log("naive design: sync handler, client per request")
+            base["naive"] = baselines.http_levels(
+                bench, "naive", p.levels, requests=p.naive_requests, **load
+            )
+            results["baselines"] = base
+        if "ingest" in phases:
+            log("receiver ingest")
+            results["ingest"] = ingest.run(bench, p.levels, p.receiver_requests, p.level_seconds)
+        if phases & {"drain", "e2e"}:
+            done_file = bench.dir / "done.txt"
+            receiver = bench.receiver()
+            log(f"worker drain of {p.drain_webhooks} webhooks")
+            results["drain"], worker = drain.run(
+                bench, receiver, p.drain_webhooks, p.drain_limit, done_file
+            )
+            if "e2e" in phases:
+                log(f"end to end at {p.e2e_rate:g}/s for {p.soak_seconds:g} s (memory soak)")
+                results["e2e"] = e2e.run(
+                    bench, receiver, worker, done_file, p.e2e_rate, p.soak_seconds
+                )
+    results["duration_s"] = time.monotonic() - t0
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smoke run with small counts (~2 min)")
+    ap.add_argument("--out", type=Path, help="where RESULTS.md, results.png and results.json go")
+    ap.add_argument("--soak", type=float, help="seconds of the end-to-end soak")
+    ap.add_argument(
+        "--phases",
+        default="baselines,ingest,drain,e2e",
+        help="comma separated subset of baselines,ingest,drain,e2e",
+    )
+    ap.add_argument(
+        "--report-only", type=Path, metavar="JSON", help="re-render the report from a results.json"
+    )
+    args = ap.parse_args(argv)
+    out: Path = args.out or (HERE / "out" / "quick" if args.quick else HERE)
+    if args.report_only:
+        results = json.loads(args.report_only.read_text())
+    else:
+        profile = QUICK if args.quick else FULL
+        if args.soak is not None:
+            profile = Profile(**{**asdict(profile), "soak_seconds": args.soak})
+        phases = {x.strip() for x in args.phases.split(",") if x.strip()}
+        results = run(profile, args.quick, phases)
+        raw = (out if args.quick or args.out else HERE / "out") / "results.json"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_text(json.dumps(results, indent=1))
+    md, png = report.write(results, out)
+    log(f"wrote {md} and {png} ({results.get('duration_s', 0):.0f} s)")
+    print(report.summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

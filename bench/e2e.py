@@ -1,0 +1,66 @@
+"""End to end: a steady open-loop load (default 200 webhooks/s) through receiver and worker;
+latency from receipt (the receiver's ``received_at``) to handler done (``bench.handler``).
+
+The same run is the memory soak: ``bench.memory.Sampler`` watches both processes meanwhile.
+Only webhooks received after the load started count, so the drain phase's backlog cannot blur
+the figure; a webhook handled twice counts once, at its first handling.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.drain import processed
+from bench.harness import Bench, Server
+from bench.memory import Sampler
+from bench.stats import curve, summarise
+
+
+def latencies(done_file: Path, since: float) -> list[float]:
+    """Receipt-to-done seconds of webhooks received at or after ``since`` (epoch seconds)."""
+    first: dict[str, float] = {}
+    for line in done_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue  # a torn last line of a killed worker
+        received, done, webhook_id = float(parts[0]), float(parts[1]), parts[2]
+        if received >= since and webhook_id not in first:
+            first[webhook_id] = done - received
+    return list(first.values())
+
+
+def run(
+    bench: Bench,
+    receiver: Server,
+    worker: Server,
+    done_file: Path,
+    rate: float,
+    seconds: float,
+) -> dict[str, Any]:
+    before = processed(worker)
+    since = time.time()
+    with Sampler({"receiver": receiver, "worker": worker}) as sampler:
+        load = bench.load(
+            receiver, concurrency=64, rate=rate, requests=int(rate * seconds) + 1, seconds=seconds
+        )
+    # Let the worker finish what was acknowledged (bounded): the tail belongs in the figure.
+    deadline = time.monotonic() + 30.0
+    while processed(worker) - before < load["ok"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lat = latencies(done_file, since)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "sent": load["sent"],
+        "ok": load["ok"],
+        "status": load["status"],
+        "errors": load["errors"],
+        "achieved_rps": load["rps"],
+        "ack": load["latency"],
+        "handled": len(lat),
+        "end_to_end": summarise(lat),
+        "end_to_end_curve": curve(lat),
+        "memory": sampler.result(),
+    }

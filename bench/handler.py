@@ -1,0 +1,51 @@
+"""The bench's handler, loaded by the worker with ``SHOPIPE_HANDLERS=bench.handler``.
+
+It handles every topic and records, for each webhook, when it was received and when its handler
+ran (one line ``received_at done_at webhook_id`` appended to ``$BENCH_DONE_FILE``): end-to-end
+latency from receipt to handler done, exactly, rather than from histogram buckets.
+
+It also counts the worker's S3 requests (``bench_s3_requests_total{op}`` on the worker's
+/metrics): the local store exposes no request metrics, and counting at the client is exact. The
+count wraps botocore's one dispatch method in this process only; nothing outside the bench
+loads this module.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import IO, Any
+
+from botocore.client import BaseClient
+from prometheus_client import Counter
+from shopipe.metrics import REGISTRY
+from shopipe_worker.events import Event
+from shopipe_worker.registry import Context, Registry
+
+HANDLED = Counter("bench_handled", "Records seen by the bench handler.", registry=REGISTRY)
+S3_REQUESTS = Counter(
+    "bench_s3_requests", "S3 API calls of this process.", ["op"], registry=REGISTRY
+)
+
+_file: IO[str] | None = None
+_original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+
+def _counted(self: BaseClient, operation_name: str, api_params: Any) -> Any:
+    S3_REQUESTS.labels(operation_name).inc()
+    return _original(self, operation_name, api_params)
+
+
+async def record(event: Event, _: Context) -> None:
+    HANDLED.inc()
+    if _file is not None:
+        _file.write(f"{event.received_at:.6f} {time.time():.6f} {event.webhook_id}\n")
+
+
+def register(registry: Registry) -> None:
+    global _file
+    BaseClient._make_api_call = _counted  # type: ignore[attr-defined]
+    path = os.environ.get("BENCH_DONE_FILE")
+    if path:
+        _file = open(path, "a", buffering=1)  # noqa: SIM115 (open for the process's life)
+    registry.add("*", record, name="bench.record")
