@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from shopipe.devstack import Stack
-from shopipe.devstack.procs import ledger_survivors
+from shopipe.devstack.procs import ProcessTable, ledger_survivors
 
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
@@ -111,3 +111,13 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
     finally:
         for s in reversed(made):
             s.stop()
+
+
+@pytest.fixture
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh state dir registered for the leak check; whatever its table still runs at the
+    end of the test is stopped (a safety net, not a substitute for stopping it)."""
+    state_dir = tmp_path_factory.mktemp("stack")
+    register_state_dir(state_dir)
+    yield state_dir
+    ProcessTable(state_dir).stop_all(timeout=1.0)

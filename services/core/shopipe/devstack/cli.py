@@ -154,9 +154,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"shopipe dev: starting the stack in {state_dir} ...", flush=True)
     code = 0
     try:
+        t0 = time.monotonic()
         stack.start()
         started = [] if args.no_services else _start_services(stack, args)
-        _print_summary(stack, started, args.show_secrets)
+        _print_summary(stack, started, args.show_secrets, time.monotonic() - t0)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -200,7 +201,9 @@ def _report(e: StackError) -> None:
         print(f"--- last lines of {log} ---\n{tail(log)}", file=sys.stderr)
 
 
-def _print_summary(stack: Stack, started: list[Service], show_secrets: bool) -> None:
+def _print_summary(
+    stack: Stack, started: list[Service], show_secrets: bool, elapsed: float
+) -> None:
     info = stack.info
     path = str(ReceiverSettings.__dataclass_fields__["webhook_path"].default)
     receiver = next((s for s in started if s.kind == "receiver"), None)
@@ -210,7 +213,8 @@ def _print_summary(stack: Stack, started: list[Service], show_secrets: bool) -> 
         return f"{where} = {value}" if show_secrets else f"{where}"
 
     lines = [
-        f"shopipe dev: ready in {stack.timings['total']:.1f} s (state dir {info.state_dir})",
+        f"shopipe dev: ready in {elapsed:.1f} s (infrastructure {stack.timings['total']:.1f} s,"
+        f" state dir {info.state_dir})",
         "  webhook URL     "
         + (receiver.url(info.bind, path) if receiver else "(no receiver command yet)"),
         f"  Shopify secret  {secret('shopify_secret', info.shopify_secret)}",

@@ -235,6 +235,22 @@ class ProcessTable:
         with contextlib.suppress(FileNotFoundError):
             self._file(name).unlink()
 
+    def stop_many(self, names: Sequence[str], timeout: float = 5.0) -> None:
+        """Stop several processes at once (SIGTERM to all, one shared deadline, then
+        SIGKILL): pipeline processes drain in parallel instead of one after the other."""
+        live = []
+        for name in names:
+            rec = self.get(name)
+            if rec is not None and is_ours(rec):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(rec.pid, _sig.SIGTERM)
+                live.append(name)
+        deadline = time.monotonic() + timeout
+        for name in live:
+            self.wait_exit(name, max(0.0, deadline - time.monotonic()))
+        for name in names:
+            self.stop(name, 0.0)  # SIGKILL what is left; drop the records
+
     def _kill_orphan_group(self, rec: ProcRecord) -> None:
         if _stat(rec.pid) is not None:
             return  # the pid was reused by a stranger: its group is not ours

