@@ -1,0 +1,154 @@
+"""The init scripts of the in-chart Redis pick the right master. They run here under /bin/sh with
+stand-ins for `hostname` and `redis-cli` on PATH (the cluster's DNS is out of reach), answering
+as the Sentinels and Redis pods of each scenario would."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+FILES = Path(__file__).resolve().parents[3] / "charts/shopipe/files"
+R = "shop-shopipe-redis"
+RH = "shop-shopipe-redis-headless"
+S = "shop-shopipe-sentinel"
+SH = "shop-shopipe-sentinel-headless"
+
+# redis-cli stand-in: answers from files under $FAKE_DIR named after the host asked, like a
+# Sentinel (get-master-addr-by-name) or a Redis pod (ROLE) would; no file: connection refused.
+FAKE_CLI = """#!/bin/sh
+host=""; cmd=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h) host="$2"; shift 2 ;;
+    -p) shift 2 ;;
+    --raw|--no-auth-warning) shift ;;
+    *) cmd="$cmd $1"; shift ;;
+  esac
+done
+[ -n "$REDISCLI_AUTH" ] || { echo "NOAUTH Authentication required."; exit 0; }
+case "$cmd" in
+  *get-master-addr-by-name*) f="$FAKE_DIR/sentinel.$host" ;;
+  *ROLE*) f="$FAKE_DIR/role.$host" ;;
+  *) exit 1 ;;
+esac
+[ -f "$f" ] || { echo "Could not connect to Redis at $host" >&2; exit 1; }
+cat "$f"
+"""
+
+
+def run_script(tmp_path: Path, name: str, me: str, answers: dict[str, str], **env: str) -> str:
+    bin_dir = tmp_path / "bin"
+    fake = tmp_path / "fake"
+    conf = tmp_path / "conf"
+    for d in (bin_dir, fake, conf):
+        d.mkdir(exist_ok=True)
+    (bin_dir / "redis-cli").write_text(FAKE_CLI)
+    (bin_dir / "hostname").write_text(f"#!/bin/sh\necho {me}\n")
+    for tool in ("redis-cli", "hostname"):
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    for file, content in answers.items():
+        (fake / file).write_text(content)
+    base = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_DIR": str(fake),
+        "REDIS_PASSWORD": "redis-pass-0123456789",
+        "SENTINEL_PASSWORD": "sentinel-pass-0123456789",
+        "MASTER_NAME": "mymaster",
+        "REDIS_STS": R,
+        "REDIS_HEADLESS": RH,
+        "REDIS_REPLICAS": "3",
+        "SENTINEL_STS": S,
+        "SENTINEL_HEADLESS": SH,
+        "SENTINEL_REPLICAS": "3",
+        "QUORUM": "2",
+        "CONF_DIR": str(conf),
+    }
+    proc = subprocess.run(
+        ["sh", str(FILES / name)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = conf / ("redis.conf" if name == "redis-init.sh" else "sentinel.conf")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    return out.read_text()
+
+
+def sentinel_says(host: str) -> dict[str, str]:
+    return {f"sentinel.{S}-{i}.{SH}": f"{host}\n6379\n" for i in range(3)}
+
+
+def replicaof(conf: str) -> str | None:
+    lines = [line.split()[1] for line in conf.splitlines() if line.startswith("replicaof ")]
+    assert len(lines) <= 1
+    return lines[0] if lines else None
+
+
+def test_first_start_makes_pod_zero_the_master(tmp_path):
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", {})
+    assert replicaof(conf) is None
+    assert "appendonly yes" in conf
+    assert 'requirepass "redis-pass-0123456789"' in conf
+    assert "min-replicas-to-write 1" in conf
+    assert "min-replicas-max-lag 10" in conf
+    assert f"replica-announce-ip {R}-0.{RH}" in conf
+
+
+def test_first_start_makes_other_pods_replicas_of_pod_zero(tmp_path):
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-2", {})
+    assert replicaof(conf) == f"{R}-0.{RH}"
+    assert 'masterauth "redis-pass-0123456789"' in conf
+
+
+def test_a_restarted_old_master_follows_the_master_the_sentinels_elected(tmp_path):
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", sentinel_says(f"{R}-2.{RH}"))
+    assert replicaof(conf) == f"{R}-2.{RH}"
+
+
+def test_the_elected_master_restarts_as_master(tmp_path):
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-1", sentinel_says(f"{R}-1.{RH}"))
+    assert replicaof(conf) is None
+
+
+def test_min_replicas_settings_come_from_the_values(tmp_path):
+    conf = run_script(
+        tmp_path, "redis-init.sh", f"{R}-0", {}, MIN_REPLICAS_TO_WRITE="2", MIN_REPLICAS_MAX_LAG="5"
+    )
+    assert "min-replicas-to-write 2" in conf
+    assert "min-replicas-max-lag 5" in conf
+
+
+def test_a_sentinel_learns_the_master_from_its_peers(tmp_path):
+    answers = {f"sentinel.{S}-1.{SH}": f"{R}-2.{RH}\n6379\n", f"role.{R}-0.{RH}": "master\n"}
+    conf = run_script(tmp_path, "sentinel-init.sh", f"{S}-0", answers)
+    assert f"sentinel monitor mymaster {R}-2.{RH} 6379 2" in conf
+    assert "sentinel resolve-hostnames yes" in conf
+    assert f"sentinel announce-ip {S}-0.{SH}" in conf
+    assert 'sentinel auth-pass mymaster "redis-pass-0123456789"' in conf
+    assert 'requirepass "sentinel-pass-0123456789"' in conf
+
+
+def test_without_peers_a_sentinel_asks_the_redis_pods_for_their_role(tmp_path):
+    answers = {f"role.{R}-0.{RH}": "slave\n", f"role.{R}-1.{RH}": "master\n"}
+    conf = run_script(tmp_path, "sentinel-init.sh", f"{S}-2", answers)
+    assert f"sentinel monitor mymaster {R}-1.{RH} 6379 2" in conf
+
+
+def test_on_first_start_sentinels_monitor_pod_zero(tmp_path):
+    conf = run_script(tmp_path, "sentinel-init.sh", f"{S}-0", {})
+    assert f"sentinel monitor mymaster {R}-0.{RH} 6379 2" in conf
+
+
+def test_the_chart_ships_these_very_scripts(matrix, chart):
+    cm = chart.one(matrix["inchart-redis-values.yaml"], "ConfigMap", "-redis-scripts")
+    for name in ("redis-init.sh", "sentinel-init.sh"):
+        assert cm["data"][name].strip() == (FILES / name).read_text().strip()
