@@ -1,0 +1,309 @@
+"""Worker drills: real worker processes, faults injected, then the ledger checked.
+
+Every webhook is counted per webhook id by a handler inside its done-marker transaction
+(test_worker_drill_handlers), so "processed, none twice" is: every id present, every count 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from shopipe import segment
+from shopipe.buffer import Buffer
+from shopipe.config import WorkerSettings, load_settings
+from shopipe.devstack import Stack
+from shopipe.devstack.redis import client
+from shopipe.devstack.state import free_ports
+from shopipe.sentinel import MasterClient, RedisTarget
+from shopipe.stream import announce
+
+pytestmark = pytest.mark.e2e
+
+HERE = Path(__file__).parent
+FAST = {
+    "SHOPIPE_BLOCK_SECONDS": "0.2",
+    "SHOPIPE_CLAIM_IDLE_SECONDS": "1.5",
+    "SHOPIPE_RETRY_BASE_SECONDS": "0.1",
+    "SHOPIPE_RETRY_MAX_SECONDS": "0.5",
+    "SHOPIPE_SWEEP_INTERVAL_SECONDS": "0.5",
+    "SHOPIPE_SWEEP_GRACE_SECONDS": "2",
+    "SHOPIPE_DRAIN_SECONDS": "5",
+    "SHOPIPE_CONCURRENCY": "4",
+    "SHOPIPE_HANDLERS": "test_worker_drill_handlers",
+    "SHOPIPE_LOG_LEVEL": "info",
+}
+
+
+class WorkerProc:
+    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.port = int(env["SHOPIPE_HTTP_PORT"])
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "shopipe", "worker"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=2) as resp:
+            doc: dict[str, Any] = json.loads(resp.read())
+            return doc
+
+
+class Drill:
+    def __init__(self, stack: Stack, tmp: Path, **overrides: str) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.tmp = tmp
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")},
+            **stack.info.service_env(),
+            **FAST,
+            "SHOPIPE_KEY_PREFIX": f"d{tag}",
+            "SHOPIPE_STREAM": f"d{tag}:webhooks",
+            "SHOPIPE_CONSUMER_GROUP": f"d{tag}-workers",
+            "SHOPIPE_S3_BUCKET": f"dr-{tag}",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+            **overrides,
+        }
+        self.settings = load_settings(
+            WorkerSettings, {k: v for k, v in self.env.items() if k.startswith("SHOPIPE_")}
+        )
+        self.master = MasterClient(RedisTarget.from_settings(self.settings), service="t", pod=tag)
+        self.store = Buffer(self.settings)
+        self.count_key = f"{self.settings.key_prefix}:test:count"
+        self.workers: list[WorkerProc] = []
+
+    def start_worker(self, name: str, **overrides: str) -> WorkerProc:
+        port = free_ports(1)[0]
+        env = {**self.env, "SHOPIPE_POD_NAME": name, "SHOPIPE_HTTP_PORT": str(port), **overrides}
+        w = WorkerProc(name, env, self.tmp / f"{name}.log")
+        self.workers.append(w)
+        return w
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            w.kill()
+
+    async def close(self) -> None:
+        await self.master.close()
+        self.store.close()
+
+    async def produce(self, ids: list[str], sleep: float = 0.0) -> str:
+        """One segment holding one ``test/ping`` record per id; announced unless Redis is
+        away (then the sweeper finds it)."""
+        name = segment.new_name()
+        body = json.dumps({"sleep": sleep}).encode() if sleep else b"{}"
+        records = [
+            segment.Record(
+                segment.record_id(name, i),
+                time.time(),
+                {
+                    "X-Shopify-Topic": "test/ping",
+                    "X-Shopify-Shop-Domain": "drill.myshopify.com",
+                    "X-Shopify-Webhook-Id": wid,
+                },
+                body,
+            )
+            for i, wid in enumerate(ids)
+        ]
+        key = segment.incoming_key(name)
+        await self.store.put_segment(key, segment.encode(records))
+        s = self.settings
+        with contextlib.suppress(Exception):  # the sweeper announces what fails here
+            await self.master.call(
+                lambda r: announce(r, s.stream, key, len(ids), s.stream_maxlen), deadline=5.0
+            )
+        return key
+
+    async def counts(self) -> dict[str, int]:
+        async def read(r: Any) -> dict[str, int]:
+            raw = await r.hgetall(self.count_key)
+            return {k.decode(): int(v) for k, v in raw.items()}
+
+        return await self.master.call(read, deadline=20.0)
+
+    async def wait_counted(self, ids: list[str], timeout: float) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        got: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            got = await self.counts()
+            if set(ids) <= set(got):
+                return got
+            await asyncio.sleep(0.1)
+        missing = sorted(set(ids) - set(got))
+        raise AssertionError(f"{len(missing)} webhooks never processed, e.g. {missing[:5]}")
+
+    async def incoming_empty(self) -> bool:
+        return not await self.store.list(segment.INCOMING)
+
+
+async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out: {what}")
+
+
+@pytest_asyncio.fixture
+async def drill(stack: Stack, tmp_path: Path) -> AsyncIterator[Drill]:
+    d = Drill(stack, tmp_path)
+    await d.store.ensure_bucket()
+    try:
+        yield d
+    finally:
+        d.stop_all()
+        await d.close()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_killed_mid_segment_is_finished_by_another(drill: Drill):
+    ids = [f"k-{i}" for i in range(20)]
+    w1 = drill.start_worker("w1")
+    key = await drill.produce(ids, sleep=0.1)
+    await poll(lambda: _counted_at_least(drill, 3), 30, "w1 started the segment")
+    w1.signal(signal.SIGKILL)
+    assert w1.wait(10) == -signal.SIGKILL
+    partial = await drill.counts()
+    assert 0 < len(partial) < len(ids)
+    drill.start_worker("w2")
+    got = await drill.wait_counted(ids, timeout=60)
+    assert got == dict.fromkeys(ids, 1)
+    await poll(drill.incoming_empty, 10, "segment removed")
+    assert not await drill.store.exists(key)
+
+
+async def _counted_at_least(drill: Drill, n: int) -> bool:
+    return len(await drill.counts()) >= n
+
+
+@pytest.mark.asyncio
+async def test_sigterm_drains_in_flight_work_and_exits_0(drill: Drill):
+    ids = [f"t-{i}" for i in range(10)]
+    w1 = drill.start_worker("w1")
+    await drill.produce(ids, sleep=0.1)
+    await poll(lambda: _counted_at_least(drill, 1), 30, "w1 started the segment")
+    w1.signal(signal.SIGTERM)
+    assert w1.wait(15) == 0
+    # Finished within the drain deadline, not abandoned.
+    assert await drill.counts() == dict.fromkeys(ids, 1)
+    assert await drill.incoming_empty()
+
+
+@pytest.mark.asyncio
+async def test_sigterm_past_the_drain_deadline_releases_work_to_another_worker(drill: Drill):
+    ids = [f"r-{i}" for i in range(15)]
+    w1 = drill.start_worker("w1", SHOPIPE_DRAIN_SECONDS="0.5", SHOPIPE_CLAIM_IDLE_SECONDS="30")
+    await drill.produce(ids, sleep=0.2)
+    await poll(lambda: _counted_at_least(drill, 1), 30, "w1 started the segment")
+    w1.signal(signal.SIGTERM)
+    assert w1.wait(15) == 0
+    assert len(await drill.counts()) < len(ids)
+    # Released: w2 reclaims at once, although claim idle is 30 s.
+    drill.start_worker("w2", SHOPIPE_CLAIM_IDLE_SECONDS="30")
+    assert await drill.wait_counted(ids, timeout=20) == dict.fromkeys(ids, 1)
+
+
+def _synced_replica(stack: Stack, node: tuple[str, int]) -> bool:
+    """``node`` is a replica in sync, and the Sentinels list it as a healthy replica."""
+    try:
+        with client(node, stack.info.redis_password) as r:
+            info = r.info("replication")
+        if info.get("role") != "slave" or info.get("master_link_status") != "up":
+            return False
+        with client(stack.info.sentinels[0], None) as s:
+            replicas = s.execute_command("SENTINEL", "REPLICAS", stack.info.master_name)
+    except Exception:
+        return False
+    for rep in replicas:
+        fields = dict(zip(rep[::2], rep[1::2], strict=False)) if isinstance(rep, list) else rep
+        if (fields.get("ip"), int(fields.get("port", 0))) == node:
+            return "s_down" not in fields.get("flags", "") and "disconnected" not in fields.get(
+                "flags", ""
+            )
+    return False
+
+
+@pytest_asyncio.fixture
+async def failover_drill(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> AsyncIterator[tuple[Stack, Drill]]:
+    st = make_stack()
+    d = Drill(st, tmp_path)
+    await d.store.ensure_bucket()
+    try:
+        yield st, d
+    finally:
+        d.stop_all()
+        await d.close()
+
+
+@pytest.mark.asyncio
+async def test_master_killed_with_1000_webhooks_in_flight_then_failover_back(
+    failover_drill: tuple[Stack, Drill],
+):
+    st, drill = failover_drill
+    workers = [drill.start_worker("w1"), drill.start_worker("w2")]
+    first = st.current_master()
+    ids = [f"f-{i}" for i in range(1000)]
+    for start in range(0, 500, 10):
+        await drill.produce(ids[start : start + 10])
+    await poll(lambda: _counted_at_least(drill, 100), 60, "processing under way")
+    st.kill_redis(first)
+    # The receivers keep writing while the master is gone.
+    for start in range(500, 1000, 10):
+        await drill.produce(ids[start : start + 10])
+    second = await asyncio.to_thread(st.wait_failover, first, 30.0)
+    got = await drill.wait_counted(ids, timeout=90)
+    assert got == dict.fromkeys(ids, 1)
+
+    async def following(addr: tuple[str, int]) -> bool:
+        want = f"{addr[0]}:{addr[1]}"
+        return all(w.status().get("redis_master") == want for w in workers)
+
+    await poll(lambda: following(second), 20, "workers on the new master")
+
+    # A second failover right after, back to the old node.
+    await asyncio.to_thread(st.restart_redis, first)
+    await poll(lambda: asyncio.to_thread(_synced_replica, st, first), 40, "old node in sync")
+    st.kill_redis(second)
+    more = [f"g-{i}" for i in range(200)]
+    for start in range(0, len(more), 10):
+        await drill.produce(more[start : start + 10])
+    back = await asyncio.to_thread(st.wait_failover, second, 30.0)
+    assert back == first
+    got = await drill.wait_counted(ids + more, timeout=90)
+    assert got == dict.fromkeys(ids + more, 1)
+    await poll(lambda: following(first), 20, "workers back on the old node")
+    await poll(drill.incoming_empty, 30, "every segment removed")
