@@ -108,6 +108,11 @@ class Receiver:
         finally:
             await self.stop()
 
+    @property
+    def pending_announces(self) -> int:
+        """Announcements not finished yet (tests and /status)."""
+        return len(self._announces)
+
     # --- storage and announcement --------------------------------------------------------------
 
     async def _put(self, key: str, data: bytes) -> None:
@@ -183,7 +188,7 @@ class Receiver:
             "redis_master": self.redis.address if self.redis is not None else None,
             "last_storage_success": self.last_storage_ok,
             "segments_in_flight": self.commit.in_flight if self.commit is not None else 0,
-            "announces_pending": len(self._announces),
+            "announces_pending": self.pending_announces,
         }
 
     async def ready(self) -> bool:
