@@ -113,6 +113,8 @@ class ProcessTable:
         return self.log_dir / f"{name}.log"
 
     def get(self, name: str) -> ProcRecord | None:
+        # Collect children another process may have stopped, so none stays a zombie.
+        self._reap_children()
         try:
             return ProcRecord.from_json(self._file(name).read_text())
         except FileNotFoundError:
@@ -121,6 +123,7 @@ class ProcessTable:
             return None  # a torn file from a crash: treat as absent
 
     def records(self) -> list[ProcRecord]:
+        self._reap_children()
         out = []
         for path in self.dir.glob("*.json"):
             rec = self.get(path.stem)
