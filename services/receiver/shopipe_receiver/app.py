@@ -82,6 +82,7 @@ class Receiver:
             on_written=self._announce_later,
         )
         core_metrics.set_build_info(SERVICE)
+        log.info("receiver started", extra={"path": s.webhook_path})
 
     async def stop(self) -> None:
         if self.commit is not None:
@@ -99,6 +100,7 @@ class Receiver:
         if self.buffer is not None and self._own_buffer:
             self.buffer.close()
             self.buffer = None
+        log.info("receiver stopped; every open segment written")
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: Starlette) -> AsyncIterator[None]:

@@ -1,0 +1,89 @@
+"""`shopipe receiver` serves as a process; `shopipe send` signs, sends and summarises."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+from shopipe.devstack import Stack
+from shopipe.devstack.state import free_ports
+
+pytestmark = pytest.mark.integration
+
+SECRET = "cli-secret"
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, "receiver exited early"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("receiver did not become healthy")
+        time.sleep(0.05)
+
+
+def test_receiver_process_accepts_what_send_sends_and_stops_on_sigterm(stack: Stack) -> None:
+    port = free_ports(1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
+    env.update(stack.info.receiver_env())
+    env.update(
+        {
+            "SHOPIPE_SHOPIFY_SECRETS": SECRET,
+            "SHOPIPE_HTTP_HOST": "127.0.0.1",
+            "SHOPIPE_HTTP_PORT": str(port),
+            "SHOPIPE_STREAM": f"test:{uuid.uuid4().hex}",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shopipe", "receiver"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_healthy(port, proc)
+        sent = subprocess.run(
+            [
+                sys.executable, "-m", "shopipe", "send", "orders/create", "--count", "40",
+                "--concurrency", "8", "--quiet", "--secret", SECRET,
+                "--url", f"http://127.0.0.1:{port}/webhooks/shopify",
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "200 x 40" in sent.stdout
+        assert "p99" in sent.stdout
+        wrong = subprocess.run(
+            [
+                sys.executable, "-m", "shopipe", "send", "shop/redact", "--quiet",
+                "--secret", "wrong", "--url", f"http://127.0.0.1:{port}/webhooks/shopify",
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert wrong.returncode == 1
+        assert "401 x 1" in wrong.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status names it.
+    assert proc.returncode in (0, -signal.SIGTERM)
+    text = err.decode()
+    assert "every open segment written" in text
+    assert SECRET not in text
+    assert '"outcome":"accepted"' in text  # JSON access lines
