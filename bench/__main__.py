@@ -26,15 +26,15 @@ HERE = Path(__file__).resolve().parent
 @dataclass(frozen=True)
 class Profile:
     levels: list[int] = field(default_factory=lambda: [1, 8, 32, 64, 128])
-    level_seconds: float = 5.0
+    level_seconds: float = 4.0
     # Per-level request caps (requests are signed before the clock starts, so they are bounded
     # by what each system can do in level_seconds, with room).
-    bare_requests: int = 25000
-    receiver_requests: int = 15000
-    storage_requests: int = 5000
+    bare_requests: int = 20000
+    receiver_requests: int = 12000
+    storage_requests: int = 4000
     naive_requests: int = 1500
-    drain_webhooks: int = 10000
-    drain_limit: float = 90.0
+    drain_webhooks: int = 6000
+    drain_limit: float = 60.0
     e2e_rate: float = 200.0
     soak_seconds: float = 300.0
 
@@ -81,6 +81,7 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
             "quick": quick,
             "machine": machine(),
             "profile": asdict(p),
+            "load_start": os.getloadavg()[0],
         },
     }
     load = {"seconds": p.level_seconds}
@@ -117,6 +118,7 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
                     bench, receiver, worker, done_file, p.e2e_rate, p.soak_seconds
                 )
     results["duration_s"] = time.monotonic() - t0
+    results["meta"]["load_end"] = os.getloadavg()[0]
     return results
 
 

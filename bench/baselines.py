@@ -37,7 +37,14 @@ def http_levels(bench: Bench, kind: str, levels: list[int], **load: Any) -> list
     server = bench.app(kind)
     try:
         bench.load(server, concurrency=4, requests=50, seconds=5.0)  # warm-up, not recorded
-        return [bench.load(server, concurrency=c, **load) for c in levels]
+        rows = []
+        for c in levels:
+            cpu = server.cpu()
+            row = bench.load(server, concurrency=c, **load)
+            ok = row["ok"]
+            row["cpu_ms_per_webhook"] = (server.cpu() - cpu) * 1000 / ok if ok else float("nan")
+            rows.append(row)
+        return rows
     finally:
         bench.stop_server(server)
 
@@ -120,11 +127,11 @@ def put_many(spec: dict[str, Any]) -> dict[str, Any]:
                 latencies.append(time.perf_counter() - t)
 
     client.head_bucket(Bucket=spec["bucket"])  # connect before the clock starts
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=c) as pool:
         for _ in range(c):
             pool.submit(worker, t0 + float(spec["seconds"]))
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     client.close()
     return {
         "concurrency": c,
@@ -134,6 +141,7 @@ def put_many(spec: dict[str, Any]) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
         "latency": summarise(latencies),
+        "cpu_ms_per_webhook": cpu * 1000 / len(latencies) if latencies else float("nan"),
     }
 
 

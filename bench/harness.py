@@ -102,6 +102,16 @@ def rss(pid: int) -> tuple[int, int]:
     return cur, peak
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (/proc/<pid>/stat fields 14 and 15)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A process of the bench listening on a loopback port."""
 
@@ -116,6 +126,9 @@ class Server:
 
     def rss(self) -> tuple[int, int]:
         return rss(self.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
 
 
 class Bench:

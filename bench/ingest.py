@@ -22,9 +22,9 @@ def run(bench: Bench, levels: list[int], requests: int, seconds: float) -> dict[
         bench.load(receiver, concurrency=4, requests=100, seconds=5.0)  # warm-up, not recorded
         rows = []
         for c in levels:
-            before = receiver.metrics()
+            before, cpu = receiver.metrics(), receiver.cpu()
             row = bench.load(receiver, concurrency=c, requests=requests, seconds=seconds)
-            after = receiver.metrics()
+            after, cpu = receiver.metrics(), receiver.cpu() - cpu
             accepted = total(after, "shopipe_receiver_requests_total", outcome="accepted") - total(
                 before, "shopipe_receiver_requests_total", outcome="accepted"
             )
@@ -35,6 +35,8 @@ def run(bench: Bench, levels: list[int], requests: int, seconds: float) -> dict[
             row["segments"] = segments
             row["puts_per_webhook"] = segments / accepted if accepted else float("nan")
             row["rss_mb"] = receiver.rss()[0] / 2**20
+            # CPU per webhook moves less than throughput on a shared machine.
+            row["cpu_ms_per_webhook"] = cpu * 1000 / accepted if accepted else float("nan")
             rows.append(row)
         peak = receiver.rss()[1]
     finally:

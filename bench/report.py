@@ -99,7 +99,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "<",
             250,
             "ms",
-            f"at {e2e['rate']:g} webhooks/s offered",
+            f"at {e2e['rate']:g} webhooks/s offered"
+            + (
+                f"; {e2e['not_handled']} acknowledged not handled" if e2e.get("not_handled") else ""
+            ),
         )
         for proc, mem in e2e["memory"].items():
             note = f"soak of {e2e['seconds']:g} s"
@@ -110,6 +113,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _f(x: Any, digits: int = 1) -> str:
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = float(x)
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     if isinstance(x, float) and abs(x) >= 100:
@@ -136,7 +141,9 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
         f"Run {meta.get('date', '?')} in {_f(results.get('duration_s'), 0)} s with `make bench`"
         f" on {meta.get('machine', '?')}. Everything on loopback against the local stack "
         "(SeaweedFS S3, Redis with Sentinel) started by the bench; every ratio divides two "
-        "figures of this same run.",
+        "figures of this same run. Load average (1 min) at start "
+        f"{_f(meta.get('load_start'), 2)}, at end {_f(meta.get('load_end'), 2)}: other work on "
+        "the machine shows there.",
         "",
         "## Targets",
         "",
@@ -172,8 +179,10 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
                     _f(r["latency"]["p50_ms"]),
                     _f(r["latency"]["p99_ms"]),
                     _f(r["puts_per_webhook"], 3),
+                    _f(r.get("cpu_ms_per_webhook"), 2),
                     _f(b.get("rps")),
                     _f(b.get("latency", {}).get("p99_ms")),
+                    _f(b.get("cpu_ms_per_webhook"), 2),
                     _f(s.get("rps")),
                     _f(n.get("rps")),
                     _f(n.get("latency", {}).get("p99_ms")),
@@ -186,14 +195,21 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
                 "p50 ms",
                 "p99 ms",
                 "PUTs/webhook",
+                "CPU ms/webhook",
                 "HTTP ceiling req/s",
                 "p99 ms",
+                "CPU ms/webhook",
                 "storage ceiling PUT/s",
                 "naive req/s",
                 "naive p99 ms",
             ],
             rows,
         )
+        lines += [
+            "CPU ms/webhook: CPU time of the server process alone (not the store, not the load "
+            "generator) per accepted webhook; it moves less than throughput on a shared machine.",
+            "",
+        ]
         peak = _peak(ingest)
         lines += [
             f"Peak: shopipe {_f(peak)} req/s; HTTP ceiling {_f(_peak(base.get('bare', [])))}; "

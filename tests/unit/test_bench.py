@@ -1,0 +1,154 @@
+"""The pure parts of bench/: percentiles, RSS trend, payloads, targets and report rendering."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shopipe import shopify
+
+from bench import report
+from bench.payloads import MAX_BYTES, MIN_BYTES, Generator, http_request
+from bench.stats import curve, percentile, rss_growth, summarise
+
+pytestmark = pytest.mark.unit
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [float(x) for x in range(100, 0, -1)]  # unsorted on purpose
+    assert percentile(samples, 50) == 50.0
+    assert percentile(samples, 99) == 99.0
+    assert percentile(samples, 100) == 100.0
+    assert percentile([7.0], 99.9) == 7.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_percentile_rejects_out_of_range_q() -> None:
+    with pytest.raises(ValueError, match="q must be"):
+        percentile([1.0], 0)
+
+
+def test_summarise_reports_milliseconds() -> None:
+    out = summarise([0.001] * 98 + [0.5, 1.0])
+    assert out["n"] == 100
+    assert out["p50_ms"] == pytest.approx(1.0)
+    assert out["p99_ms"] == pytest.approx(500.0)
+    assert out["max_ms"] == pytest.approx(1000.0)
+
+
+def test_curve_spans_all_percentiles() -> None:
+    pts = curve([float(x) for x in range(1, 1001)], points=10)
+    assert pts[0] == (10.0, 100.0)
+    assert pts[-1] == (100.0, 1000.0)
+
+
+def test_rss_growth_flat_and_growing() -> None:
+    flat = [(float(t), 100 * 2**20 + (t % 3) * 1000.0) for t in range(100)]
+    assert abs(rss_growth(flat)["growth_pct"]) < 0.1
+    leak = [(float(t), 100 * 2**20 + t * 2**20) for t in range(100)]
+    out = rss_growth(leak)
+    assert out["growth_pct"] > 30
+    assert out["slope_mb_per_min"] == pytest.approx(60.0)
+
+
+def test_webhooks_are_signed_valid_sized_and_unique() -> None:
+    gen = Generator("s3cret", seed=1)
+    hooks = [gen.next() for _ in range(300)]
+    ids = set()
+    for hook in hooks:
+        headers = dict(hook.headers)
+        assert shopify.verify(hook.body, headers["X-Shopify-Hmac-Sha256"], ["s3cret"])
+        parsed = shopify.parse_headers(hook.headers)
+        assert parsed.webhook_id == hook.webhook_id
+        assert MIN_BYTES <= len(hook.body) <= MAX_BYTES
+        ids.add((parsed.webhook_id, parsed.event_id, hook.body))
+    assert len(ids) == len(hooks)
+    raw = http_request(hooks[0], "127.0.0.1:1", "/webhooks/shopify")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert body == hooks[0].body
+    assert f"Content-Length: {len(body)}".encode() in head
+
+
+def _level(c: int, rps: float, p99: float, puts: float = 1.0) -> dict[str, Any]:
+    return {
+        "concurrency": c,
+        "rps": rps,
+        "latency": {"p50_ms": p99 / 2, "p99_ms": p99},
+        "puts_per_webhook": puts,
+    }
+
+
+def _results(ingest_peak: float) -> dict[str, Any]:
+    mem = {
+        "peak_rss_mb": 70.0,
+        "early_mb": 70.0,
+        "late_mb": 70.5,
+        "growth_pct": 0.7,
+        "slope_mb_per_min": 0.1,
+        "samples": [(0.0, 70.0), (1.0, 70.5)],
+    }
+    lat = {"p50_ms": 40.0, "p90_ms": 60.0, "p99_ms": 120.0, "p999_ms": 150.0, "max_ms": 160.0}
+    return {
+        "meta": {"date": "today", "quick": True, "machine": "test box"},
+        "duration_s": 10.0,
+        "baselines": {
+            "bare": [_level(1, 2000, 1), _level(64, 8000, 20)],
+            "storage": [_level(1, 150, 10), _level(64, 300, 200)],
+            "naive": [_level(1, 50, 30), _level(64, 100, 900)],
+        },
+        "ingest": {
+            "levels": [_level(1, 100, 10, 1.0), _level(64, ingest_peak, 80, 0.02)],
+            "receiver_peak_rss_mb": 70.0,
+        },
+        "drain": {
+            "webhooks": 100,
+            "records_per_segment": 20.0,
+            "rate": 500.0,
+            "s3_per_webhook": 0.1,
+            "s3_requests": {"GetObject": 5.0},
+            "complete": True,
+            "processed": 100.0,
+            "worker_peak_rss_mb": 80.0,
+            "progress": [(0.0, 0.0), (0.2, 100.0)],
+        },
+        "e2e": {
+            "rate": 200.0,
+            "seconds": 30.0,
+            "achieved_rps": 199.0,
+            "ok": 6000,
+            "handled": 6000,
+            "not_handled": 0,
+            "end_to_end": lat,
+            "ack": lat,
+            "end_to_end_curve": [(50.0, 0.04), (100.0, 0.16)],
+            "memory": {"receiver": mem, "worker": mem},
+        },
+    }
+
+
+def test_targets_pass_and_fail_by_ratio_to_same_run_baselines() -> None:
+    good = {t["name"]: t for t in report.targets(_results(2000.0))}
+    assert good["ingest vs naive design (peak req/s)"]["measured"] == pytest.approx(20.0)
+    assert good["ingest vs naive design (peak req/s)"]["ok"]
+    assert good["ingest vs one-PUT-per-webhook storage ceiling (peak)"]["ok"]
+    assert good["PUTs per webhook at high concurrency"]["ok"]
+    assert good["ack p99 at high concurrency"]["ok"]
+    assert good["end-to-end p99 (receipt to handler done)"]["ok"]
+    assert good["worker RSS growth over the soak"]["ok"]
+    bad = {t["name"]: t for t in report.targets(_results(1400.0))}
+    assert not bad["ingest vs one-PUT-per-webhook storage ceiling (peak)"]["ok"]
+    assert not bad["ingest vs naive design (peak req/s)"]["ok"]
+
+
+def test_report_renders_tables_and_plot(tmp_path: Path) -> None:
+    results = _results(1400.0)
+    md, png = report.write(results, tmp_path)
+    text = md.read_text()
+    assert "Quick smoke run" in text
+    assert "| ingest vs naive design (peak req/s) | 14.0x | >= 20x | FAIL |" in text
+    assert "| 64 | 1,400 | 40.0 | 80.0 | 0.020 | - | 8,000 |" in text
+    assert "![results](results.png)" in text
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "[FAIL] ingest vs naive design" in report.summary(results)
