@@ -193,6 +193,8 @@ class Consumer:
             lambda r: ops.durable(r, self.stream, self.group, self.me, entry_id, timeout_ms)
         )
         if acked < 1:
+            # After a failover the new master may have no replica yet: ask ROLE again.
+            self._replicas_at = -1e9
             log.warning("no replica confirmed the writes before a segment was removed")
 
     # --- maintenance -------------------------------------------------------------------------

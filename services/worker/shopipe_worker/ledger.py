@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from redis import exceptions as rex
 from redis.exceptions import WatchError
 from shopipe.errors import TransientError
 from shopipe.stream import Keys
@@ -70,8 +71,13 @@ async def apply(
     dead = keys.dead(event.record_id)
     for _ in range(_ROUNDS):
         async with r.pipeline(transaction=True) as pipe:
-            await pipe.watch(*markers, dead)
-            found = await pipe.mget([*markers, dead])
+            try:
+                await pipe.watch(*markers, dead)
+                found = await pipe.mget([*markers, dead])
+            except WatchError as e:
+                # redis-py's word for "the connection broke while watching": let the master
+                # client resolve the master again rather than count a handler failure.
+                raise rex.ConnectionError("connection lost while watching markers") from e
             if any(v is not None for v in found[:-1]):
                 return Result(Outcome.DUPLICATE)
             if found[-1] is not None:
