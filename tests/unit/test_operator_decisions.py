@@ -73,6 +73,8 @@ def test_replicas_outside_bounds_are_brought_back() -> None:
     s = Scaler(policy(min_replicas=2, max_replicas=4))
     assert s.decide(0, 0, now=0.0).replicas == 2
     assert s.decide(0, 9, now=0.0).replicas == 4
+    d = s.decide(2000, 0, now=0.0)  # below min with a backlog: min, then up to the step
+    assert (d.reason, d.replicas) == ("below_min", 4)
 
 
 def test_pod_is_stale_only_after_the_grace_period() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 from shopipe.config import OperatorSettings, load_settings
@@ -31,6 +32,9 @@ def main(args: argparse.Namespace) -> int:
         changes["backend"] = args.backend
     settings = dataclasses.replace(settings, **changes)
     setup("operator", settings.log_level, settings.log_format)
+    # httpx logs every /status probe at INFO: one line per pod per reconcile is noise.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from shopipe_operator.app import run  # after logging: imports log at import time
 
     asyncio.run(run(settings))

@@ -53,12 +53,14 @@ class Reconciler:
         self.scaler = Scaler(ScalePolicy.from_settings(settings))
         self.tracker = StaleTracker(settings.stale_grace_seconds)
         self.restarts: deque[dict[str, Any]] = deque(maxlen=20)
+        self.scaled: deque[dict[str, Any]] = deque(maxlen=20)
         self.view = MasterView(None)
         self.last_scale: ScaleDecision | None = None
         self.stale: list[str] = []
         self._redis: Redis | None = None
         self._redis_addr: Address | None = None
-        self._said: dict[str, str] = {}  # kind -> last reason logged
+        self._said: dict[str, str] = {}  # topic -> last reason logged
+        self.reconciles = 0
 
     # --- observing ---
     async def _master_redis(self, addr: Address | None) -> Redis | None:
@@ -92,6 +94,7 @@ class Reconciler:
 
     # --- the reconcile ---
     async def reconcile(self) -> None:
+        self.reconciles += 1
         self.view = await self.watch.poll()
         if not self.elector.is_leader:
             self._decide("leader", "skip", "not_leader", "not the leader: observing only")
@@ -137,6 +140,9 @@ class Reconciler:
             return
         await self.backend.scale(d.replicas)
         metrics.CURRENT.set(d.replicas)
+        self.scaled.append(
+            {"from": current, "to": d.replicas, "reason": d.reason, "at": time.time()}
+        )
         await self.backend.event("Scaled", f"workers {current} -> {d.replicas}: {d.reason}")
         self._decide("scale", "scale", d.reason, f"scaled workers to {d.replicas}", **info)
 
@@ -218,6 +224,7 @@ class Reconciler:
         d = self.last_scale
         b = self.probe.last
         return {
+            "reconciles": self.reconciles,
             "master": self.view.text,
             "sentinels": self.view.answers,
             "majority": self.view.address is not None,
@@ -233,6 +240,7 @@ class Reconciler:
             else {"current": d.current, "desired": d.desired, "reason": d.reason},
             "stale": self.stale,
             "restarts": list(self.restarts),
+            "scaled": list(self.scaled),
             "former_masters": [fmt(a) for a in self.watch.former],
         }
 

@@ -64,17 +64,14 @@ class Scaler:
             self.low_since = None
             return ScaleDecision("backlog_unknown", current, None)
         desired = p.desired(backlog)
-        if current < p.min_replicas:
-            self.low_since = None
-            return ScaleDecision("below_min", current, desired, p.min_replicas)
         if current > p.max_replicas:
             self.low_since = None
             return ScaleDecision("above_max", current, desired, p.max_replicas)
-        if desired > current:
+        if current < p.min_replicas or desired > current:
             self.low_since = None
-            return ScaleDecision(
-                "backlog_high", current, desired, min(desired, current + p.up_step)
-            )
+            step = max(p.min_replicas, min(desired, current + p.up_step))
+            reason = "below_min" if current < p.min_replicas else "backlog_high"
+            return ScaleDecision(reason, current, desired, step)
         if desired == current:
             self.low_since = None
             return ScaleDecision("steady", current, desired)
