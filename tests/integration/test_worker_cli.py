@@ -1,0 +1,120 @@
+"""`shopipe backlog` and `shopipe dlq list|replay` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import pytest_asyncio
+from shopipe import segment
+from shopipe.buffer import Buffer
+from shopipe.config import WorkerSettings, load_settings
+from shopipe.devstack import Stack
+from shopipe.sentinel import MasterClient, RedisTarget
+from shopipe.stream import announce, ensure_group
+from shopipe_worker.events import Event
+from shopipe_worker.processor import dead_letter_body
+
+pytestmark = pytest.mark.integration
+
+
+class Env:
+    def __init__(self, stack: Stack) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.shopipe = {
+            **stack.info.service_env(),
+            "SHOPIPE_KEY_PREFIX": f"c{tag}",
+            "SHOPIPE_STREAM": f"c{tag}:webhooks",
+            "SHOPIPE_CONSUMER_GROUP": f"c{tag}-workers",
+            "SHOPIPE_S3_BUCKET": f"cli-{tag}",
+            "SHOPIPE_LOG_LEVEL": "warning",
+        }
+        self.settings = load_settings(WorkerSettings, self.shopipe)
+        self.store = Buffer(self.settings)
+        self.master = MasterClient(RedisTarget.from_settings(self.settings), service="t", pod=tag)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
+        env.update(self.shopipe)
+        return subprocess.run(
+            [sys.executable, "-m", "shopipe", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest_asyncio.fixture
+async def cli(stack: Stack):
+    e = Env(stack)
+    await e.store.ensure_bucket()
+    try:
+        yield e
+    finally:
+        await e.master.close()
+        e.store.close()
+
+
+def record(name: str, i: int, topic: str, wid: str) -> segment.Record:
+    headers = {"X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": wid}
+    return segment.Record(segment.record_id(name, i), time.time() - 5, headers, b"{}")
+
+
+@pytest.mark.asyncio
+async def test_backlog_reports_stream_and_bucket(cli: Env):
+    s = cli.settings
+    r = await cli.master.get()
+    await ensure_group(r, s.stream, s.consumer_group)
+    for _ in range(3):
+        name = segment.new_name(time.time() - 10)
+        key = segment.incoming_key(name)
+        await cli.store.put_segment(key, segment.encode([record(name, 0, "test/x", "w")]))
+        await announce(r, s.stream, key, 1, s.stream_maxlen)
+    await r.xreadgroup(s.consumer_group, "someone", {s.stream: ">"}, count=1)
+    out = cli.run("backlog", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["stream_length"] == 3
+    assert doc["lag"] == 2
+    assert doc["pending"] == 1
+    assert doc["incoming_objects"] == 3
+    assert doc["oldest_seconds"] >= 10
+
+
+@pytest.mark.asyncio
+async def test_dlq_list_and_replay_by_topic(cli: Env):
+    s = cli.settings
+    name = segment.new_name()
+    for i, (topic, wid) in enumerate([("orders/create", "a"), ("products/update", "b")]):
+        ev = Event.from_record(record(name, i, topic, wid))
+        doc = dead_letter_body(ev, segment.incoming_key(name), "RuntimeError: x", 8)
+        await cli.store.put_json(segment.dead_letter_key(ev.record_id), doc)
+    r = await cli.master.get()
+    await r.set(f"{s.key_prefix}:done:wh:a", "old")  # replay must clear it
+
+    listed = cli.run("dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(json.loads(line)["topic"] for line in listed.stdout.splitlines()) == [
+        "orders/create",
+        "products/update",
+    ]
+    assert cli.run("dlq", "replay").returncode == 2  # says what to replay
+
+    replayed = cli.run("dlq", "replay", "--topic", "orders/create")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1/1" in replayed.stderr
+    left = [json.loads(line)["topic"] for line in cli.run("dlq", "list").stdout.splitlines()]
+    assert left == ["products/update"]
+    assert not await r.exists(f"{s.key_prefix}:done:wh:a")
+    new = await cli.store.list(segment.INCOMING)
+    assert len(new) == 1
+    records = segment.decode(await cli.store.get(new[0].key))
+    assert [rec.headers["x-shopify-webhook-id"] for rec in records] == ["a"]
+    assert await r.xlen(s.stream) == 1
