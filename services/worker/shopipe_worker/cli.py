@@ -17,16 +17,18 @@ from shopipe_worker import backlog, dlq
 from shopipe_worker.processor import redis_deadline
 
 
-def _settings() -> WorkerSettings:
+def _settings(quiet: bool = True) -> WorkerSettings:
     s = load_settings(WorkerSettings)
-    logs.setup("worker", s.log_level, s.log_format)
+    # One-shot commands print their answer; only problems belong in the log.
+    level = "warning" if quiet and s.log_level in ("debug", "info") else s.log_level
+    logs.setup("worker", level, s.log_format)
     return s
 
 
 def run_worker(_: argparse.Namespace) -> int:
     from shopipe_worker.app import Worker  # the service's imports only where it runs
 
-    s = _settings()
+    s = _settings(quiet=False)
 
     async def main() -> int:
         return await Worker(s).run()
