@@ -1,8 +1,10 @@
-"""The operator's pure decisions: replica count, stale pods, Sentinel majority."""
+"""The operator's pure decisions: replica count, stale pods, Sentinel majority, sampling."""
 
 from __future__ import annotations
 
 import pytest
+from shopipe.errors import StorageUnavailable
+from shopipe_operator.backlog import BacklogProbe
 from shopipe_operator.master import majority
 from shopipe_operator.scaling import ScalePolicy, Scaler
 from shopipe_operator.stale import PodSeen, StaleTracker, parse_client_list, pod_of_connection
@@ -148,3 +150,43 @@ def test_connection_names_map_to_pods_except_the_operators() -> None:
     )
     pods = [pod_of_connection(n) for n in parse_client_list(text)]
     assert [p for p in pods if p] == ["worker-1", "recv-0"]
+
+
+class CountingLister:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.calls = 0
+        self.fail = False
+
+    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        self.calls += 1
+        if self.fail:
+            raise StorageUnavailable("s3 list: 503")
+        assert prefix == "incoming/"
+        return ["x"] * min(self.n, limit or self.n)
+
+
+@pytest.mark.asyncio
+async def test_incoming_listing_is_sampled_at_most_every_interval() -> None:
+    now = [0.0]
+    lister = CountingLister(7)
+    probe = BacklogProbe("s", "g", lister, 30.0, cap=1000, clock=lambda: now[0])
+    assert await probe.incoming() == 7
+    lister.n = 9
+    now[0] = 29.0
+    assert await probe.incoming() == 7  # the sample is reused, no new listing
+    assert lister.calls == 1
+    now[0] = 30.0
+    assert await probe.incoming() == 9
+    assert lister.calls == 2
+
+
+@pytest.mark.asyncio
+async def test_unlistable_bucket_or_unknown_master_makes_the_backlog_unknown() -> None:
+    lister = CountingLister(3)
+    lister.fail = True
+    probe = BacklogProbe("s", "g", lister, 0.0, cap=1000)
+    b = await probe.measure(None)
+    assert (b.lag, b.pending, b.incoming, b.total) == (None, None, None, None)
+    lister.fail = False
+    assert (await probe.measure(None)).total is None  # no master: stream unmeasured
