@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-
 from shopipe.config import DevSettings, OperatorSettings, ReceiverSettings, WorkerSettings
 from shopipe.configdoc import markdown
 

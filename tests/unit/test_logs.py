@@ -6,7 +6,6 @@ import json
 import logging
 
 import pytest
-
 from shopipe.config import Secret
 from shopipe.logs import JsonFormatter
 

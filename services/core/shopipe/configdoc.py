@@ -53,7 +53,7 @@ def _docs(_: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings = load_settings(SERVICES[args.service])
+    settings: object = load_settings(SERVICES[args.service])
     print(f"{args.service}: configuration valid ({type(settings).__name__})")
     return 0
 
