@@ -18,6 +18,7 @@ from shopipe import metrics as core_metrics
 from shopipe import shopify, stream
 from shopipe.buffer import Buffer
 from shopipe.config import ReceiverSettings
+from shopipe.errors import ConfigError
 from shopipe.httpops import ops_app
 from shopipe.logs import get_logger
 from shopipe.sentinel import MasterClient, RedisTarget
@@ -54,7 +55,9 @@ class Receiver:
         redis: MasterClient | None = None,
     ) -> None:
         self.settings = settings
-        self.secrets = [s.get() for s in settings.shopify_secrets]
+        self.secrets = [s.get() for s in settings.shopify_secrets if s.get()]
+        if not self.secrets:
+            raise ConfigError("SHOPIPE_SHOPIFY_SECRETS holds no secret: every webhook would be 401")
         self._own_buffer = buffer is None
         self.buffer = buffer
         self.redis = redis
