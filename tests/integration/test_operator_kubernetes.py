@@ -192,6 +192,21 @@ async def test_stale_pods_are_evicted_one_per_reconcile_and_healthy_ones_never(
 
 
 @pytest.mark.asyncio
+async def test_a_failing_scale_step_does_not_stop_stale_restarts(
+    kube: FakeKube, pods: dict[str, StatusServer]
+) -> None:
+    del kube.state.replicas["shopipe-worker"]  # the Deployment is missing: 404 on its scale
+    op = Op(kube, settings(), backlog=2000)
+    try:
+        await op.rec.reconcile()
+    finally:
+        await op.close()
+    assert kube.find("GET", SCALE + "$")  # it tried
+    assert patched(kube) == []
+    assert evicted(kube) == ["worker-old-a"]
+
+
+@pytest.mark.asyncio
 async def test_pod_within_the_grace_period_is_left_alone(
     kube: FakeKube, pods: dict[str, StatusServer]
 ) -> None:

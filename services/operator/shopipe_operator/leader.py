@@ -84,8 +84,9 @@ class LeaseElector:
         """Acquire or renew once; returns whether this process leads now."""
         try:
             leading = await asyncio.to_thread(self._try)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-            # Cannot reach the API: keep leading only while the Lease surely is still ours.
+        except Exception as e:
+            # Whatever failed (API down, a surprising answer), a leader that cannot renew keeps
+            # acting only while the Lease surely is still its own, then steps down.
             leading = (
                 self.is_leader
                 and self._renewed_at is not None

@@ -99,8 +99,15 @@ class Reconciler:
         if not self.elector.is_leader:
             self._decide("leader", "skip", "not_leader", "not the leader: observing only")
             return
-        await self._scale()
-        await self._restart_stale()
+        # Each step on its own: an API hiccup while scaling must not delay a stale restart.
+        for step in (self._scale, self._restart_stale):
+            try:
+                await step()
+            except (ShopipeError, rex.RedisError, OSError) as e:
+                log.warning(
+                    "reconcile step failed",
+                    extra={"step": step.__name__.strip("_"), "error": f"{type(e).__name__}: {e}"},
+                )
 
     async def _scale(self) -> None:
         r = await self._master_redis(self.view.address)

@@ -17,7 +17,19 @@ class Pod:
 
 
 class BackendUnavailable(TransientError):
-    """The backend did not answer (API server down, timeouts); try again next reconcile."""
+    """The backend did not answer (API server down, timeouts, throttling); try again later."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BackendError(PermanentError):
+    """The backend refused (RBAC forbids, object missing); ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ScaleRefused(PermanentError):

@@ -20,9 +20,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from shopipe.config import OperatorSettings
+from shopipe.errors import ConfigError
 from shopipe.logs import get_logger
 
-from shopipe_operator.backends.base import BackendUnavailable, Pod
+from shopipe_operator.backends.base import BackendError, BackendUnavailable, Pod
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -40,7 +41,9 @@ def load_api_client() -> Any:
         try:
             k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
         except (k8s_config.ConfigException, OSError) as e:
-            raise BackendUnavailable("no in-cluster service account and no kubeconfig") from e
+            raise ConfigError(
+                "kubernetes backend: no in-cluster service account, no kubeconfig"
+            ) from e
     return k8s.ApiClient()
 
 
@@ -81,9 +84,10 @@ class KubernetesBackend:
         try:
             return await asyncio.to_thread(fn, *args, _request_timeout=10, **kw)
         except ApiException as e:
-            if e.status is not None and (e.status >= 500 or e.status in (408, 429)):
-                raise BackendUnavailable(f"kubernetes {what}: HTTP {e.status}") from e
-            raise
+            status = int(e.status) if e.status is not None else None
+            if status is None or status >= 500 or status in (408, 429):
+                raise BackendUnavailable(f"kubernetes {what}: HTTP {status}", status) from e
+            raise BackendError(f"kubernetes {what}: HTTP {status} {e.reason or ''}", status) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise BackendUnavailable(f"kubernetes {what}: {type(e).__name__}") from e
 
@@ -141,13 +145,12 @@ class KubernetesBackend:
             )
             return "evicted"
         except BackendUnavailable as e:
-            cause = e.__cause__
-            if isinstance(cause, ApiException) and cause.status == 429:
+            if e.status == 429:
                 return "blocked"  # a PodDisruptionBudget says not now; next reconcile retries
             raise
-        except ApiException as e:
+        except BackendError as e:
             if e.status not in (404, 405):
-                raise BackendUnavailable(f"kubernetes evict: HTTP {e.status}") from e
+                raise
         log.warning("eviction unavailable, deleting the pod", extra={"pod": pod.name})
         try:
             await self._call(
@@ -157,10 +160,10 @@ class KubernetesBackend:
                 self.namespace,
                 _preload_content=False,
             )
-        except ApiException as e:
+        except BackendError as e:
             if e.status == 404:
                 return "gone"
-            raise BackendUnavailable(f"kubernetes delete pod: HTTP {e.status}") from e
+            raise
         return "deleted"
 
     async def scale_owner(self) -> str | None:
@@ -203,7 +206,7 @@ class KubernetesBackend:
                 body,
                 _preload_content=False,
             )
-        except (ApiException, BackendUnavailable) as e:
+        except (BackendError, BackendUnavailable) as e:
             # An event is a courtesy; the log line already holds the decision.
             log.warning("cannot record event", extra={"reason": reason, "error": str(e)[:200]})
 
