@@ -87,11 +87,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve(app: Any, host: str, port: int, *, access_log: bool = False) -> OpsServer:
-    """Serve ``app`` in this loop; returns once the socket is bound."""
+    """Serve ``app`` in this loop; returns once it accepts connections."""
     sock = bind(host, port)
     config = uvicorn.Config(
         app, log_config=None, access_log=access_log, lifespan="off", timeout_graceful_shutdown=2
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"http:{port}")
+    # Return only once uvicorn listens, so a caller may connect at once (bounded wait).
+    deadline = asyncio.get_running_loop().time() + 10
+    while not server.started and not task.done():
+        if asyncio.get_running_loop().time() > deadline:
+            task.cancel()
+            raise RuntimeError(f"http server on {host}:{port} did not start")
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # raises what made uvicorn stop
     return OpsServer(server, task, sock.getsockname()[1])
