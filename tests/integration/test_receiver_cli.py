@@ -81,8 +81,8 @@ def test_receiver_process_accepts_what_send_sends_and_stops_on_sigterm(stack: St
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status names it.
-    assert proc.returncode in (0, -signal.SIGTERM)
+    # A graceful stop on SIGTERM is a clean exit, not a death by signal.
+    assert proc.returncode == 0
     text = err.decode()
     assert "every open segment written" in text
     assert SECRET not in text

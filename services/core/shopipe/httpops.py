@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -63,6 +64,35 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _MainServer(uvicorn.Server):
+    """uvicorn as a process's main loop: SIGTERM/SIGINT stop it gracefully and the process
+    then exits 0 (uvicorn's own handling re-raises the signal, which Kubernetes and shells
+    report as a crash)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _stop(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: stop waiting for open connections
+        self.should_exit = True
+
+
+def run_main(app: Any, host: str, port: int, **options: Any) -> int:
+    """Serve ``app`` until SIGTERM/SIGINT; returns the process exit code."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, **options)
+    asyncio.run(_MainServer(config).serve())
+    return 0
 
 
 class OpsServer:

@@ -29,25 +29,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_receiver(_: argparse.Namespace) -> int:
-    import uvicorn
     from shopipe.config import ReceiverSettings, load_settings
+    from shopipe.httpops import run_main
     from shopipe.logs import setup
 
     from shopipe_receiver.app import create_app
 
     settings = load_settings(ReceiverSettings)
     setup("receiver", settings.log_level, settings.log_format)
-    uvicorn.run(
+    return run_main(
         create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
+        settings.http_host,
+        settings.http_port,
         access_log=False,  # ours is JSON and leaves out what must not be logged
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
-    return 0
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
