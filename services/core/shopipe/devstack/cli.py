@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shopipe.config import DevSettings, ReceiverSettings, load_settings
+from shopipe.devstack import prometheus
 from shopipe.devstack.info import StackInfo, fmt
 from shopipe.devstack.procs import ProcessTable, ProcRecord, _exe, _stat, is_ours
 from shopipe.devstack.seaweed import WeedPorts
@@ -151,6 +152,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ),
         fresh=args.fresh,
     )
+    prometheus.add(stack)  # scrapes every process, loads the chart's alerts; needs the binary
     print(f"shopipe dev: starting the stack in {state_dir} ...", flush=True)
     code = 0
     try:
@@ -227,6 +229,7 @@ def _print_summary(
     ]
     lines += [f"  {s.name:<15} {s.url(info.bind)}  pid {s.pid}" for s in started]
     lines += [
+        prometheus.summary_line(stack),
         f"  logs            {info.log_dir}",
         f'  shell env       eval "$(shopipe dev env --state-dir {info.state_dir})"',
         f"  stop            Ctrl-C here, or `shopipe dev down --state-dir {info.state_dir}`",

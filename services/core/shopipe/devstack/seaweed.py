@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 REGION = "us-east-1"
+PROBE_KEY = ".shopipe-devstack-ready"  # written and deleted by the readiness check
 
 
 def weed_binary() -> str:
@@ -197,6 +198,13 @@ class Seaweed(Component):
             return f"SeaweedFS master status: {type(e).__name__}"
         if registered < self._volumes_on_disk:
             return f"{registered} of {self._volumes_on_disk} volumes registered"
+        # The first write into a fresh store grows its volumes (slow on a busy machine):
+        # do it here so that "ready" means writable and the first real PUT is not the slow one.
+        try:
+            s3.put_object(Bucket=self.bucket, Key=PROBE_KEY, Body=b"ready")
+            s3.delete_object(Bucket=self.bucket, Key=PROBE_KEY)
+        except (BotoCoreError, ClientError) as e:
+            return f"S3 test write at {self.endpoint}: {type(e).__name__}"
         return None
 
     def stop_timeout(self) -> float:
