@@ -220,7 +220,7 @@ async def test_duplicate_deliveries_are_applied_once(kit: Kit):
 
 
 @pytest.mark.asyncio
-async def test_out_of_order_updates_keep_the_newest(kit: Kit):
+async def test_out_of_order_updates_keep_the_newest_and_deletes_stay_deleted(kit: Kit):
     newer = body(id=42, updated_at="2025-01-02T00:00:00Z", note="newer")
     older = body(id=42, updated_at="2025-01-01T12:00:00-05:00", note="older")
     state = kit.keys.state(SHOP, "orders", "42")
@@ -233,7 +233,13 @@ async def test_out_of_order_updates_keep_the_newest(kit: Kit):
         assert json.loads(await hget(kit, state, "body"))["note"] == "newer"
         await kit.produce([(headers("orders/delete", "c"), body(id=42))])
         await wait_for(lambda: settled(kit))
-        assert not await r.exists(state)
+        assert await hget(kit, state, "body") is None
+        assert await hget(kit, state, "deleted") is not None
+        assert await r.ttl(state) > 0  # the tombstone expires
+        # An update that Shopify delivers after the delete must not bring the order back.
+        await kit.produce([(headers("orders/updated", "d"), older)])
+        await wait_for(lambda: settled(kit))
+        assert await hget(kit, state, "body") is None
 
 
 @pytest.mark.asyncio

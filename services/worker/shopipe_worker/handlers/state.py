@@ -5,7 +5,9 @@ Shopify delivers out of order, so a copy is written only when its version (the p
 ``updated_at``, else the triggered-at header, else the receive time) is newer than the stored
 one. The compare and the write are one Lua script queued on the record's transaction: a
 concurrent older update can neither slip in between nor apply without the done-markers.
-``*/delete`` (and ``inventory_levels/disconnect``) remove the copy.
+``*/delete`` (and ``inventory_levels/disconnect``) replace the copy with a tombstone (its
+version, ``deleted`` and no body) that expires after a week: without it, an update delivered
+after the delete would bring the resource back.
 """
 
 from __future__ import annotations
@@ -28,12 +30,29 @@ KINDS = (
 )
 REMOVING = frozenset({"delete", "disconnect"})
 
+TOMBSTONE_SECONDS = 7 * 24 * 3600  # longer than Shopify's retries and reorderings last
+
 # KEYS[1] state key; ARGV: version (integer microseconds), updated_at text, topic, body.
 CAS = """
 local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at', ARGV[2], 'topic', ARGV[3],
            'body', ARGV[4])
+return 1
+"""
+
+# KEYS[1] state key; ARGV: version, updated_at text, topic, tombstone lifetime (seconds).
+# A delete always wins (Shopify cannot update a deleted resource); the tombstone keeps the
+# highest version seen, so any copy delivered late is older and ignored.
+TOMBSTONE = """
+local cur = redis.call('HGET', KEYS[1], 'version')
+local version = ARGV[1]
+if cur and tonumber(cur) > tonumber(version) then version = cur end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', version, 'updated_at', ARGV[2], 'topic', ARGV[3],
+           'deleted', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
@@ -62,12 +81,12 @@ async def apply_state(event: Event, ctx: Context) -> None:
     kind, _, action = event.topic.partition("/")
     payload = event.json_object()
     key = ctx.keys.state(shop_of(event), kind, identity(kind, payload))
+    version, text = version_of(event, payload)
     if action in REMOVING:
-        ctx.tx.delete(key)
+        ctx.tx.eval(TOMBSTONE, 1, key, str(version), text, event.topic, str(TOMBSTONE_SECONDS))
         return
     if "id" not in payload and kind != "inventory_levels":
         raise BadPayload(f"{kind} payload has no id")
-    version, text = version_of(event, payload)
     ctx.tx.eval(CAS, 1, key, str(version), text, event.topic, event.body)
 
 
