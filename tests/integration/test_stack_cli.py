@@ -156,3 +156,34 @@ def test_a_component_that_cannot_start_is_named_with_its_log(stack_dir: Path) ->
     assert "redis-0" in message
     assert str(stack_dir / "logs" / "redis-0.log") in message
     assert ledger_survivors(stack_dir) == []  # what had started (SeaweedFS) was stopped
+
+
+def test_a_free_port_taken_before_the_server_binds_it_is_replaced(
+    stack_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shopipe.devstack.stack as stack_module
+
+    real = stack_module.free_ports  # type: ignore[attr-defined]
+    calls: list[int] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        def racy(n: int, host: str = "127.0.0.1") -> list[int]:
+            ports = real(n, host)
+            calls.append(n)
+            if len(calls) == 1:
+                ports[4] = port  # the port the plan gives redis-0: someone else got it first
+            return ports
+
+        monkeypatch.setattr(stack_module, "free_ports", racy)
+        stack = Stack(stack_dir)
+        try:
+            info = stack.start()
+            assert len(calls) == 2
+            assert info.redis_nodes[0][1] != port
+            assert "already in use" in (stack_dir / "logs" / "redis-0.log").read_text().lower()
+            assert stack.current_master() == info.redis_nodes[0]
+        finally:
+            stack.stop()

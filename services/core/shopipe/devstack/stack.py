@@ -26,6 +26,7 @@ from shopipe.devstack.sentinels import Sentinels, agreed_master
 from shopipe.devstack.state import StackError, free_ports, pick
 
 ComponentFactory = Callable[[ProcessTable, StackInfo], Component]
+PORT_ATTEMPTS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Stack:
         self.timings: dict[str, float] = {}  # seconds from start() to each component ready
         self._info: StackInfo | None = None
         self._factories: list[ComponentFactory] = []
+        self._log_marks: dict[str, int] = {}  # log sizes when the current attempt began
 
     # --- life cycle ---
 
@@ -133,6 +135,23 @@ class Stack:
         if self.fresh:
             for sub in ("redis", "sentinel", "s3"):
                 shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                info = self._start_once(t0)
+            except StackError:
+                # A free port picked for us can be taken by another suite before our server
+                # binds it; try again with new ones (fixed ports would only fail again).
+                if attempt + 1 < PORT_ATTEMPTS and self._lost_a_port_race():
+                    continue
+                raise
+            self.timings["total"] = time.monotonic() - t0
+            return info
+        raise AssertionError("unreachable")
+
+    def _start_once(self, t0: float) -> StackInfo:
+        self._log_marks = {
+            p.name: p.stat().st_size for p in self.table.log_dir.glob("*.log") if p.is_file()
+        }
         info = self._plan()
         info.save()
         self._info = info
@@ -152,8 +171,22 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-        self.timings["total"] = time.monotonic() - t0
         return info
+
+    def _lost_a_port_race(self) -> bool:
+        if self.ports != Ports():
+            return False
+        for comp in self.components:
+            for name in comp.process_names():
+                path = self.table.log_path(name)
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(self._log_marks.get(path.name, 0))
+                        if b"already in use" in f.read().lower():  # this attempt's lines only
+                            return True
+                except OSError:
+                    continue
+        return False
 
     def stop(self) -> None:
         """Stop every process: pipeline processes first (last started first), then the
