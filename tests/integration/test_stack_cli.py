@@ -162,8 +162,8 @@ def test_a_free_port_taken_before_the_server_binds_it_is_replaced(
     stack_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shopipe.devstack.stack as stack_module
+    from shopipe.devstack.state import free_ports as real
 
-    real = stack_module.free_ports  # type: ignore[attr-defined]
     calls: list[int] = []
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
