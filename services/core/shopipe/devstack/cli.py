@@ -239,6 +239,9 @@ def _print_summary(
 
 def cmd_down(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
+    if not (state_dir / "procs").is_dir():
+        print(f"shopipe dev: no stack in {state_dir}, nothing to stop")
+        return 0
     owner = _owner(state_dir)
     if owner is not None:
         os.kill(owner.pid, signal.SIGTERM)  # it stops its stack in order
@@ -262,9 +265,19 @@ def _remove_weed_sockets(state_dir: Path) -> None:
             sock.unlink(missing_ok=True)
 
 
+def _load(state_dir: Path) -> StackInfo | None:
+    try:
+        return StackInfo.load(state_dir)
+    except StackError as e:
+        print(f"shopipe dev: {e}", file=sys.stderr)
+        return None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
-    info = StackInfo.load(state_dir)
+    info = _load(state_dir)
+    if info is None:
+        return 1
     table = ProcessTable(state_dir)
     owner = _owner(state_dir)
     print(f"state dir {state_dir}: " + (f"up (pid {owner.pid})" if owner else "no owner"))
@@ -283,7 +296,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    info = StackInfo.load(_state_dir(args))
+    info = _load(_state_dir(args))
+    if info is None:
+        return 1
     for k, v in sorted(info.receiver_env().items()):
         print(f"export {k}={shlex.quote(v)}")
     return 0
