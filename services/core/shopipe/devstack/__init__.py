@@ -1,4 +1,16 @@
-"""The local stack (`shopipe dev` and the test fixtures): real Redis + Sentinel and S3."""
+"""The local stack (`shopipe dev` and the test fixtures): real Redis + Sentinel and S3.
+
+    stack = Stack(state_dir, sentinel_down_after_ms=1000, failover_timeout_ms=3000)
+    info = stack.start()                 # StackInfo; StackError names what failed + its log
+    env = info.service_env()             # SHOPIPE_* for a pipeline process
+    stack.spawn("worker-0", argv, env)   # runs under the stack's process table
+    old = stack.current_master(); stack.kill_redis(old); stack.wait_failover(old)
+    stack.restart_redis(old); stack.stop_s3(); stack.start_s3()
+    stack.stop()
+
+Another process reaches the same stack through its state dir: ``StackInfo.load(state_dir)``,
+``ProcessTable(state_dir)`` and ``shopipe.devstack.services.spawn_service``.
+"""
 
 from shopipe.devstack.info import StackInfo
 from shopipe.devstack.procs import ProcessTable
