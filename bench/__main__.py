@@ -26,17 +26,20 @@ HERE = Path(__file__).resolve().parent
 @dataclass(frozen=True)
 class Profile:
     levels: list[int] = field(default_factory=lambda: [1, 8, 32, 64, 128])
-    level_seconds: float = 4.0
+    level_seconds: float = 3.0
     # Per-level request caps (requests are signed before the clock starts, so they are bounded
     # by what each system can do in level_seconds, with room).
-    bare_requests: int = 20000
-    receiver_requests: int = 12000
-    storage_requests: int = 4000
+    bare_requests: int = 15000
+    receiver_requests: int = 8000
+    storage_requests: int = 3000
     naive_requests: int = 1500
     drain_webhooks: int = 6000
-    drain_limit: float = 60.0
+    drain_limit: float = 45.0
     e2e_rate: float = 200.0
     soak_seconds: float = 300.0
+    # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
+    receiver_env: dict[str, str] = field(default_factory=dict)
+    worker_env: dict[str, str] = field(default_factory=dict)
 
 
 FULL = Profile()
@@ -104,13 +107,15 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
             results["baselines"] = base
         if "ingest" in phases:
             log("receiver ingest")
-            results["ingest"] = ingest.run(bench, p.levels, p.receiver_requests, p.level_seconds)
+            results["ingest"] = ingest.run(
+                bench, p.levels, p.receiver_requests, p.level_seconds, **p.receiver_env
+            )
         if phases & {"drain", "e2e"}:
             done_file = bench.dir / "done.txt"
-            receiver = bench.receiver()
+            receiver = bench.receiver(**p.receiver_env)
             log(f"worker drain of {p.drain_webhooks} webhooks")
             results["drain"], worker = drain.run(
-                bench, receiver, p.drain_webhooks, p.drain_limit, done_file
+                bench, receiver, p.drain_webhooks, p.drain_limit, done_file, **p.worker_env
             )
             if "e2e" in phases:
                 log(f"end to end at {p.e2e_rate:g}/s for {p.soak_seconds:g} s (memory soak)")
@@ -122,11 +127,35 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
     return results
 
 
+def _pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("SHOPIPE_"):
+            raise SystemExit(f"python -m bench: expected SHOPIPE_NAME=VALUE, got {item!r}")
+        out[name] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run with small counts (~2 min)")
     ap.add_argument("--out", type=Path, help="where RESULTS.md, results.png and results.json go")
     ap.add_argument("--soak", type=float, help="seconds of the end-to-end soak")
+    ap.add_argument(
+        "--receiver-env",
+        action="append",
+        default=[],
+        metavar="SHOPIPE_X=V",
+        help="extra receiver setting (repeatable), e.g. SHOPIPE_SEGMENT_MAX_WAIT_SECONDS=0.02",
+    )
+    ap.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="SHOPIPE_X=V",
+        help="extra worker setting (repeatable), e.g. SHOPIPE_CONCURRENCY=16",
+    )
     ap.add_argument(
         "--phases",
         default="baselines,ingest,drain,e2e",
@@ -141,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.report_only.read_text())
     else:
         profile = QUICK if args.quick else FULL
+        changes: dict[str, Any] = {
+            "receiver_env": _pairs(args.receiver_env),
+            "worker_env": _pairs(args.worker_env),
+        }
         if args.soak is not None:
-            profile = Profile(**{**asdict(profile), "soak_seconds": args.soak})
+            changes["soak_seconds"] = args.soak
+        profile = Profile(**{**asdict(profile), **changes})
         phases = {x.strip() for x in args.phases.split(",") if x.strip()}
         results = run(profile, args.quick, phases)
         raw = (out if args.quick or args.out else HERE / "out") / "results.json"

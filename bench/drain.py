@@ -33,7 +33,7 @@ def run(
         before, "shopipe_receiver_segments_total"
     )
     worker = bench.worker(done_file, **worker_settings)
-    t0 = time.monotonic()
+    t0, cpu = time.monotonic(), worker.cpu()
     start = processed(worker)
     progress: list[tuple[float, float]] = [(0.0, start)]
     done = start
@@ -42,7 +42,7 @@ def run(
         time.sleep(0.25)
         done = processed(worker)
         progress.append((time.monotonic() - t0, done))
-    elapsed = progress[-1][0]
+    elapsed, cpu = progress[-1][0], worker.cpu() - cpu
     metrics = worker.metrics()
     s3 = {
         k.split('"')[1]: v for k, v in metrics.items() if k.startswith("bench_s3_requests_total{")
@@ -59,6 +59,7 @@ def run(
         "rate": (done - start) / elapsed if elapsed > 0 else 0.0,
         "s3_requests": s3,
         "s3_per_webhook": s3_total / done if done else float("nan"),
+        "cpu_ms_per_webhook": cpu * 1000 / (done - start) if done > start else float("nan"),
         "worker_peak_rss_mb": worker.rss()[1] / 2**20,
         "progress": progress,
     }, worker

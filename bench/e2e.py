@@ -4,7 +4,7 @@ latency from receipt (the receiver's ``received_at``) to handler done (``bench.h
 The same run is the memory soak: ``bench.memory.Sampler`` watches both processes meanwhile.
 Only webhooks received after the load started count, so the drain phase's backlog cannot blur
 the figure; a webhook handled twice counts once, at its first handling. One acknowledged but
-not handled within 30 s of the end of the load counts as infinitely late.
+not handled within GRACE seconds of the end of the load counts as infinitely late.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.drain import processed
-from bench.harness import Bench, Server
+from bench.harness import Bench, Server, total
 from bench.memory import Sampler
 from bench.stats import curve, summarise
+
+GRACE = 15.0  # seconds after the load for the worker to finish what was acknowledged
+SEGMENTS = "shopipe_receiver_segments_total"
 
 
 def latencies(done_file: Path, since: float) -> list[float]:
@@ -42,13 +45,18 @@ def run(
     seconds: float,
 ) -> dict[str, Any]:
     before = processed(worker)
-    since = time.time()
+    segments = total(receiver.metrics(), SEGMENTS)
+    cpu = {"receiver": receiver.cpu(), "worker": worker.cpu()}
+    since, t0 = time.time(), time.monotonic()
     with Sampler({"receiver": receiver, "worker": worker}) as sampler:
         load = bench.load(
             receiver, concurrency=64, rate=rate, requests=int(rate * seconds) + 1, seconds=seconds
         )
+    segments = total(receiver.metrics(), SEGMENTS) - segments
+    wall = time.monotonic() - t0
+    cpu = {"receiver": receiver.cpu() - cpu["receiver"], "worker": worker.cpu() - cpu["worker"]}
     # Let the worker finish what was acknowledged (bounded): the tail belongs in the figure.
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + GRACE
     while processed(worker) - before < load["ok"] and time.monotonic() < deadline:
         time.sleep(0.2)
     lat = latencies(done_file, since)
@@ -66,7 +74,10 @@ def run(
         "ack": load["latency"],
         "handled": len(lat),
         "not_handled": missing,
+        "cpu_pct": {k: v * 100 / wall for k, v in cpu.items()},  # of one core, during the load
+        "records_per_segment": load["ok"] / segments if segments else math.nan,
         "end_to_end": summarise(lat + [math.inf] * missing),
+        "end_to_end_handled": summarise(lat),
         "end_to_end_curve": curve(lat),
         "memory": sampler.result(),
     }

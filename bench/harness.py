@@ -251,7 +251,12 @@ class Bench:
         return Server(name, pid, port)
 
     def load(self, server: Server, **spec: Any) -> dict[str, Any]:
-        """Run the load generator (its own process) against ``server``; its JSON result."""
+        """Run the load generator (its own process) against ``server``; its JSON result.
+
+        Each run gets its own seed, so webhook and event ids never repeat within a bench run
+        (a repeat would be a duplicate delivery, which the worker rightly skips)."""
+        self._seq += 1
+        spec.setdefault("seed", 1000 + self._seq)
         full = Spec(
             host="127.0.0.1",
             port=server.port,

@@ -15,9 +15,11 @@ BUCKET = "bench-ingest"
 STREAM = "bench:ingest"
 
 
-def run(bench: Bench, levels: list[int], requests: int, seconds: float) -> dict[str, Any]:
+def run(
+    bench: Bench, levels: list[int], requests: int, seconds: float, **settings: str
+) -> dict[str, Any]:
     bench.create_bucket(BUCKET)
-    receiver = bench.receiver(SHOPIPE_S3_BUCKET=BUCKET, SHOPIPE_STREAM=STREAM)
+    receiver = bench.receiver(**settings, SHOPIPE_S3_BUCKET=BUCKET, SHOPIPE_STREAM=STREAM)
     try:
         bench.load(receiver, concurrency=4, requests=100, seconds=5.0)  # warm-up, not recorded
         rows = []

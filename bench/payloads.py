@@ -174,10 +174,13 @@ def _template(topic: str, target: int) -> str:
 
 
 class Generator:
-    """Deterministic stream of unique, signed webhooks (seeded; ids never repeat)."""
+    """Deterministic stream of unique, signed webhooks. Webhook and event ids are random
+    UUIDs from the seeded generator; resource ids count up from a per-seed base, so streams of
+    different seeds share no id."""
 
     def __init__(self, secret: str, *, seed: int = 7, shops: int = 20) -> None:
         self._secret = secret
+        self._base = 7_000_000_000_000 + (seed % 100_000) * 10_000_000
         self._rng = random.Random(seed)
         self._shops = [f"shop-{i:03d}.myshopify.com" for i in range(shops)]
         self._topics = [t for t, _ in TOPICS]
@@ -201,7 +204,7 @@ class Generator:
         self._seq += 1
         topic = self._rng.choices(self._topics, self._weights)[0]
         shop = self._shops[self._rng.randrange(len(self._shops))]
-        resource_id = str(7_000_000_000_000 + self._seq)
+        resource_id = str(self._base + self._seq)
         body = self._body(topic, self._size_bucket()).replace(_ID_MARK, resource_id).encode()
         webhook_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
         event_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
