@@ -327,6 +327,11 @@ HOW = """\
 """
 
 
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # a phase left out draws nothing to label
+        ax.legend(fontsize=8)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -353,7 +358,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ylabel="webhooks/s (200s)",
         title="Throughput",
     )
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax = axes[0][1]
     for label, rows in series:
         if rows:
@@ -361,7 +366,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.plot([r["concurrency"] for r in rows], ys, "o-", label=label)
     ax.axhline(100, color="grey", linestyle=":", label="target 100 ms")
     ax.set(xscale="log", yscale="log", xlabel="connections", ylabel="ms", title="Ack p99")
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax = axes[0][2]
     if ingest:
         ax.plot([r["concurrency"] for r in ingest], [r["puts_per_webhook"] for r in ingest], "o-")
@@ -373,13 +378,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ylabel="segment PUTs per webhook",
         title="Group commit",
     )
-    ax.legend(fontsize=8)
+    _legend(ax)
     ax = axes[1][0]
     drain = results.get("drain")
     if drain:
         ax.plot([t for t, _ in drain["progress"]], [n for _, n in drain["progress"]])
         ax.axhline(drain["webhooks"], color="grey", linestyle=":", label="backlog")
-        ax.legend(fontsize=8)
+        _legend(ax)
     ax.set(xlabel="seconds", ylabel="webhooks processed", title="Drain, one worker")
     e2e = results.get("e2e")
     ax = axes[1][1]
@@ -387,13 +392,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
         pts = e2e["end_to_end_curve"]
         ax.plot([v * 1000 for _, v in pts], [q for q, _ in pts])
         ax.axvline(250, color="grey", linestyle=":", label="target p99 250 ms")
-        ax.legend(fontsize=8)
+        _legend(ax)
     ax.set(xscale="log", xlabel="ms", ylabel="percentile", title="Receipt → handler done (handled)")
     ax = axes[1][2]
     if e2e:
         for proc, mem in e2e["memory"].items():
             ax.plot([t for t, _ in mem["samples"]], [r for _, r in mem["samples"]], label=proc)
-        ax.legend(fontsize=8)
+        _legend(ax)
     ax.set(xlabel="seconds", ylabel="RSS MB", title="Memory during the soak")
     fig.suptitle(f"shopipe on {results.get('meta', {}).get('machine', '?')}", fontsize=10)
     fig.tight_layout()
