@@ -167,8 +167,8 @@ class Pipeline:
         return None
 
     def counts(self) -> dict[str, int] | None:
-        raw: dict[str, str] | None = self.read(lambda r: r.hgetall(COUNT_KEY))
-        return None if raw is None else {k: int(v) for k, v in raw.items()}
+        raw = self.read(lambda r: r.hgetall(COUNT_KEY))  # decode_responses: str keys
+        return None if raw is None else {str(k): int(v) for k, v in raw.items()}
 
     async def wait_processed(self, ids: Iterable[str], timeout: float = 60.0) -> dict[str, int]:
         """Wait until every id in ``ids`` was handled; the whole count table, then."""
