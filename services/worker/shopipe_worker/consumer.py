@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from shopipe.config import WorkerSettings
-from shopipe.errors import RedisUnavailable
+from shopipe.errors import RedisUnavailable, TransientError
 from shopipe.logs import get_logger
 from shopipe.sentinel import MasterClient
 from shopipe.stream import ensure_group
@@ -193,9 +193,12 @@ class Consumer:
             lambda r: ops.durable(r, self.stream, self.group, self.me, entry_id, timeout_ms)
         )
         if acked < 1:
-            # After a failover the new master may have no replica yet: ask ROLE again.
+            # The done-markers live only on the master: were it lost now, a failover would
+            # forget them while the object is gone too. Keep the object; the retry finds the
+            # records done and removes it once a replica confirms. (ROLE is asked again: after
+            # a failover the new master may have no replica yet.)
             self._replicas_at = -1e9
-            log.warning("no replica confirmed the writes before a segment was removed")
+            raise TransientError("no replica confirmed the done-markers; segment kept")
 
     # --- maintenance -------------------------------------------------------------------------
 
