@@ -109,10 +109,10 @@ class Pipeline:
 
     # --- webhooks ---
 
-    def webhook(self, body: bytes | None = None) -> Sent:
+    def webhook(self, body: bytes | None = None, topic: str = TOPIC) -> Sent:
         if body is None:
             body = json.dumps({"n": len(self.sent), **self.body_extra}).encode()
-        headers = signed_headers(TOPIC, body, self.stack.info.shopify_secret)
+        headers = signed_headers(topic, body, self.stack.info.shopify_secret)
         return Sent(headers["X-Shopify-Webhook-Id"], headers, body)
 
     async def post(self, c: httpx.AsyncClient, sent: Sent) -> int:
@@ -133,13 +133,13 @@ class Pipeline:
                 if await self.post(c, sent) != 200:
                     await asyncio.sleep(0.05)  # a refusing pipeline is not hammered
 
-        async with httpx.AsyncClient(timeout=10.0) as c:
+        async with httpx.AsyncClient(timeout=30.0) as c:
             await asyncio.gather(*(sender(c) for _ in range(concurrency)))
 
     async def resend(self, batch: Iterable[Sent], rounds: int = 20) -> None:
         """Deliver again what got no 200, same id and signature, as Shopify retries."""
         todo = [s for s in batch if s.status != 200]
-        async with httpx.AsyncClient(timeout=10.0) as c:
+        async with httpx.AsyncClient(timeout=30.0) as c:
             for _ in range(rounds):
                 if not todo:
                     return

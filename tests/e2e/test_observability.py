@@ -159,28 +159,45 @@ async def test_every_process_is_scraped_with_the_chart_labels_and_the_rules_load
     assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
 
 
+BAD_BODIES = [
+    ("test/ping", b"this is not json"),  # the counting handler
+    ("orders/create", b""),  # the built-in state handler
+    ("orders/create", b"[1,2"),
+    ("orders/create", b"\xff\xfe\x00binary"),
+    ("orders/create", b'"a string, not an object"'),
+]
+
+
 @pytest.mark.asyncio
-async def test_a_dead_lettered_record_fires_the_dead_letter_alert_which_then_resolves(
-    observed: Observed,
+async def test_dead_lettered_records_fire_the_dead_letter_alert_which_then_resolves(
+    loaded: Observed,
 ):
-    prom, pipe = observed.prom, observed.pipe
+    prom, pipe = loaded.prom, loaded.pipe
     assert await prom.alert("ShopipeDeadLetters") is None
-    # Valid signature, not JSON: stored (200), then dead-lettered by the worker with its reason.
-    bad = pipe.webhook(b"this is not json")
-    async with httpx.AsyncClient(timeout=10) as c:
-        resp = await c.post(pipe.url, content=bad.body, headers=bad.headers)
-    assert resp.status_code == 200
-    record_id = resp.json()["id"]
+    # Valid signatures, bodies that are no JSON object: stored (200), then dead-lettered by
+    # the worker with the reason, while the good webhooks around them flow on.
+    bad = [pipe.webhook(body, topic=topic) for topic, body in BAD_BODIES]
+    async with httpx.AsyncClient(timeout=30) as c:
+        answers = [await c.post(pipe.url, content=b.body, headers=b.headers) for b in bad]
+    assert [a.status_code for a in answers] == [200] * len(bad)
     await prom.wait_alert("ShopipeDeadLetters", "firing", 30)
 
-    store = Buffer(load_settings(WorkerSettings, observed.stack.info.service_env()))
+    store = Buffer(load_settings(WorkerSettings, loaded.stack.info.service_env()))
+    keys = [f"dead-letter/{a.json()['id']}.json" for a in answers]
     try:
-        letter = json.loads(await store.get(f"dead-letter/{record_id}.json"))
+
+        async def all_dead_lettered() -> bool:
+            return all([await store.exists(k) for k in keys])
+
+        await until("every bad body dead-lettered", all_dead_lettered, 30)
+        letters = [json.loads(await store.get(k)) for k in keys]
     finally:
         store.close()
-    assert letter["webhook_id"] == bad.webhook_id
-    assert letter["error"].startswith("BadPayload")
-    assert letter["attempts"] == 1  # permanent: not retried
+    assert [d["webhook_id"] for d in letters] == [b.webhook_id for b in bad]
+    assert [d["error"].split(":")[0] for d in letters] == ["BadPayload"] * len(bad)
+    assert [d["attempts"] for d in letters] == [1] * len(bad)  # permanent: not retried
+    acked = pipe.acked()
+    exactly_once(await pipe.wait_processed(acked, timeout=60), acked)
     # Nothing new for the (scaled) 15 minutes: resolved.
     await prom.wait_alert("ShopipeDeadLetters", None, 60)
 
