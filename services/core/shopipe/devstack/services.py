@@ -47,6 +47,18 @@ def available_kinds() -> list[str]:
     return [k for k in KINDS if k in names]
 
 
+# A laptop sees bursts of a few thousand webhooks, not a flash sale: scale on a smaller
+# backlog and give workers back sooner than production defaults do, so `make dev` shows both.
+DEV_OPERATOR = {
+    "SHOPIPE_MIN_WORKERS": "1",
+    "SHOPIPE_MAX_WORKERS": "4",
+    "SHOPIPE_TARGET_BACKLOG_PER_WORKER": "25",
+    "SHOPIPE_SCALE_DOWN_WINDOW_SECONDS": "30",
+    "SHOPIPE_RECONCILE_SECONDS": "2",
+    "SHOPIPE_LISTING_INTERVAL_SECONDS": "5",
+}
+
+
 def service_env(
     info: StackInfo, kind: str, name: str, port: int, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -62,6 +74,7 @@ def service_env(
     )
     if kind == "operator":
         env.update({"SHOPIPE_BACKEND": "local", "SHOPIPE_LEADER_ELECTION": "false"})
+        env.update(DEV_OPERATOR)
     env.update(extra or {})
     return env
 
