@@ -80,7 +80,7 @@ async def until(what: str, check: Callable[[], bool | Awaitable[bool]], timeout:
 class Pipeline:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.receiver: Service | None = None
+        self.receivers: list[Service] = []
         self.workers: list[Service] = []
         self.operator: Service | None = None
         self.sent: list[Sent] = []
@@ -93,8 +93,9 @@ class Pipeline:
         wait_healthy(self.stack.table, svc, self.stack.info.bind, 60.0)
         return svc
 
-    def start(self, workers: int = 2, operator: bool = False) -> Pipeline:
-        self.receiver = self._spawn("receiver", "receiver", {"SHOPIPE_LOG_LEVEL": "warning"})
+    def start(self, workers: int = 2, operator: bool = False, receivers: int = 1) -> Pipeline:
+        quiet = {"SHOPIPE_LOG_LEVEL": "warning"}
+        self.receivers = [self._spawn("receiver", f"receiver-{i}", quiet) for i in range(receivers)]
         self.workers = [self._spawn("worker", f"worker-{i}", WORKER_ENV) for i in range(workers)]
         if operator:
             n = str(workers)
@@ -104,8 +105,12 @@ class Pipeline:
 
     @property
     def url(self) -> str:
-        assert self.receiver is not None
-        return self.receiver.url(self.stack.info.bind, "/webhooks/shopify")
+        return self.url_of(0)
+
+    def url_of(self, n: int) -> str:
+        """The webhook URL of receiver ``n`` (modulo the receivers: senders spread over all)."""
+        svc = self.receivers[n % len(self.receivers)]
+        return svc.url(self.stack.info.bind, "/webhooks/shopify")
 
     # --- webhooks ---
 
@@ -115,9 +120,9 @@ class Pipeline:
         headers = signed_headers(topic, body, self.stack.info.shopify_secret)
         return Sent(headers["X-Shopify-Webhook-Id"], headers, body)
 
-    async def post(self, c: httpx.AsyncClient, sent: Sent) -> int:
+    async def post(self, c: httpx.AsyncClient, sent: Sent, receiver: int = 0) -> int:
         try:
-            resp = await c.post(self.url, content=sent.body, headers=sent.headers)
+            resp = await c.post(self.url_of(receiver), content=sent.body, headers=sent.headers)
             sent.status = resp.status_code
         except httpx.HTTPError:
             sent.status = 0
@@ -126,15 +131,15 @@ class Pipeline:
     async def load(self, stop: asyncio.Event, concurrency: int = 6, limit: int = 20_000) -> None:
         """Send fresh webhooks from ``concurrency`` senders until ``stop`` (at most ``limit``)."""
 
-        async def sender(c: httpx.AsyncClient) -> None:
+        async def sender(c: httpx.AsyncClient, n: int) -> None:
             while not stop.is_set() and len(self.sent) < limit:
                 sent = self.webhook()
                 self.sent.append(sent)
-                if await self.post(c, sent) != 200:
+                if await self.post(c, sent, n) != 200:
                     await asyncio.sleep(0.05)  # a refusing pipeline is not hammered
 
         async with httpx.AsyncClient(timeout=30.0) as c:
-            await asyncio.gather(*(sender(c) for _ in range(concurrency)))
+            await asyncio.gather(*(sender(c, n) for n in range(concurrency)))
 
     async def resend(self, batch: Iterable[Sent], rounds: int = 20) -> None:
         """Deliver again what got no 200, same id and signature, as Shopify retries."""
@@ -143,7 +148,7 @@ class Pipeline:
             for _ in range(rounds):
                 if not todo:
                     return
-                await asyncio.gather(*(self.post(c, s) for s in todo))
+                await asyncio.gather(*(self.post(c, s, n) for n, s in enumerate(todo)))
                 todo = [s for s in todo if s.status != 200]
                 if todo:
                     await asyncio.sleep(0.2)

@@ -22,8 +22,10 @@ from tests.e2e.pipeline import Pipeline, exactly_once, until
 pytestmark = pytest.mark.e2e
 
 
-async def started(stack: Stack, workers: int = 2, operator: bool = False) -> Pipeline:
-    return await asyncio.to_thread(Pipeline(stack).start, workers, operator)
+async def started(
+    stack: Stack, workers: int = 2, operator: bool = False, receivers: int = 1
+) -> Pipeline:
+    return await asyncio.to_thread(Pipeline(stack).start, workers, operator, receivers)
 
 
 @pytest.mark.asyncio
@@ -31,7 +33,7 @@ async def test_redis_master_killed_mid_load_still_200_and_everything_applied_onc
     make_stack: Callable[..., Stack],
 ):
     stack = make_stack()
-    p = await started(stack)
+    p = await started(stack, receivers=2)
     stop = asyncio.Event()
     load = asyncio.create_task(p.load(stop))
     try:
@@ -58,7 +60,7 @@ async def test_s3_stopped_mid_load_503_while_down_200_after_nothing_acknowledged
     make_stack: Callable[..., Stack],
 ):
     stack = make_stack()
-    p = await started(stack)
+    p = await started(stack, receivers=2)
     stop = asyncio.Event()
     load = asyncio.create_task(p.load(stop))
     try:

@@ -138,19 +138,19 @@ async def test_every_process_is_scraped_with_the_chart_labels_and_the_rules_load
     observed: Observed,
 ):
     prom = observed.prom
-    found = await until_targets_up(prom, {"receiver", "worker-0", "worker-1", "operator"})
+    found = await until_targets_up(prom, {"receiver-0", "worker-0", "worker-1", "operator"})
     # Job and service as the chart's ServiceMonitor names them (the Service), so queries and
     # rules written against the cluster work here; the metrics' own `service` label is kept.
     jobs = {t["labels"]["pod"]: t["labels"]["job"] for t in found}
     assert jobs == {
-        "receiver": "shopipe-receiver",
+        "receiver-0": "shopipe-receiver",
         "worker-0": "shopipe-worker",
         "worker-1": "shopipe-worker",
         "operator": "shopipe-operator",
     }
     infos = await prom.query("shopipe_build_info")
     assert {(s["metric"]["pod"], s["metric"]["service"]) for s in infos} == {
-        ("receiver", "receiver"), ("worker-0", "worker"), ("worker-1", "worker"),
+        ("receiver-0", "receiver"), ("worker-0", "worker"), ("worker-1", "worker"),
         ("operator", "operator"),
     }  # fmt: skip
     rules = [r for g in (await prom.get("/api/v1/rules"))["groups"] for r in g["rules"]]
@@ -235,7 +235,7 @@ async def test_master_kill_fires_the_failover_alert_and_moves_the_master_info_me
     loaded: Observed,
 ):
     stack, pipe, prom = loaded.stack, loaded.pipe, loaded.prom
-    pods = {"receiver", "worker-0", "worker-1"}  # the operator has its own gauge, below
+    pods = {"receiver-0", "worker-0", "worker-1"}  # the operator has its own gauge, below
     old = stack.current_master()
     await until("webhooks flowing", lambda: pipe.answered(200) >= 20, 30)
 
