@@ -28,6 +28,8 @@ def _settings(quiet: bool = True) -> WorkerSettings:
 
 
 def run_worker(_: argparse.Namespace) -> int:
+    from shopipe.httpops import run_process
+
     from shopipe_worker.app import Worker  # the service's imports only where it runs
 
     s = _settings(quiet=False)
@@ -35,7 +37,7 @@ def run_worker(_: argparse.Namespace) -> int:
     async def main() -> int:
         return await Worker(s).run()
 
-    return asyncio.run(main())
+    return run_process(main())
 
 
 async def _with_clients(s: WorkerSettings, fn: Any) -> Any:
