@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,23 @@ def test_a_spawned_service_gets_the_stack_env_not_the_callers(
     assert env["SHOPIPE_HTTP_PORT"] == "9091"
     assert env["SHOPIPE_BACKEND"] == "local"
     load_settings(OperatorSettings, {k: v for k, v in env.items() if k.startswith("SHOPIPE_")})
+
+
+def test_a_spawned_service_keeps_the_callers_other_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `SHOPIPE_HANDLERS=myapp.handlers make dev` must reach every worker, also those the
+    # operator starts later from its own environment.
+    monkeypatch.setenv("SHOPIPE_HANDLERS", "myapp.handlers")
+    monkeypatch.setenv("SHOPIPE_MAX_WORKERS", "7")
+    info = _info(tmp_path)
+    operator = service_env(info, "operator", "operator", 9091)
+    assert operator["SHOPIPE_HANDLERS"] == "myapp.handlers"
+    assert operator["SHOPIPE_MAX_WORKERS"] == "7"  # the caller's choice beats the dev default
+    monkeypatch.setattr(os, "environ", operator)
+    worker = service_env(info, "worker", "worker-3", 9092)
+    assert worker["SHOPIPE_HANDLERS"] == "myapp.handlers"
+    assert worker["SHOPIPE_POD_NAME"] == "worker-3"
 
 
 def test_info_round_trips_through_the_state_dir_without_secrets(tmp_path: Path) -> None:

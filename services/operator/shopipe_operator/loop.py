@@ -17,6 +17,7 @@ from typing import Any
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
+from shopipe import metrics as core_metrics
 from shopipe.config import OperatorSettings
 from shopipe.errors import ShopipeError
 from shopipe.logs import get_logger
@@ -69,6 +70,8 @@ class Reconciler:
                 await self._redis.aclose()
             self._redis = None
         self._redis_addr = addr
+        # Like every shopipe process, say which master this one talks to (docs/metrics.md).
+        core_metrics.set_master("operator", fmt(addr) if addr else None)
         if addr is None:
             return None
         if self._redis is None:

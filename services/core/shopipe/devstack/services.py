@@ -47,6 +47,29 @@ def available_kinds() -> list[str]:
     return [k for k in KINDS if k in names]
 
 
+# Settings the stack sets itself: a caller's values for these never reach a service.
+WIRED = frozenset(
+    {
+        "SHOPIPE_SENTINELS",
+        "SHOPIPE_SENTINEL_MASTER",
+        "SHOPIPE_REDIS_URL",
+        "SHOPIPE_REDIS_PASSWORD",
+        "SHOPIPE_SENTINEL_PASSWORD",
+        "SHOPIPE_S3_ENDPOINT",
+        "SHOPIPE_S3_REGION",
+        "SHOPIPE_S3_BUCKET",
+        "SHOPIPE_S3_ACCESS_KEY",
+        "SHOPIPE_S3_SECRET_KEY",
+        "SHOPIPE_SHOPIFY_SECRETS",
+        "SHOPIPE_STATE_DIR",
+        "SHOPIPE_HTTP_HOST",
+        "SHOPIPE_HTTP_PORT",
+        "SHOPIPE_POD_NAME",
+        "SHOPIPE_BACKEND",
+        "SHOPIPE_LEADER_ELECTION",
+    }
+)
+
 # A laptop sees bursts of a few thousand webhooks, not a flash sale: scale on a smaller
 # backlog and give workers back sooner than production defaults do, so `make dev` shows both.
 DEV_OPERATOR = {
@@ -62,8 +85,9 @@ DEV_OPERATOR = {
 def service_env(
     info: StackInfo, kind: str, name: str, port: int, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    # The caller's own SHOPIPE_* must not leak into a service wired to this stack.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
+    # The caller's wiring must not point a service away from this stack; its other settings
+    # (SHOPIPE_HANDLERS, tuning) pass through, as a Deployment's pod template would carry them.
+    env = {k: v for k, v in os.environ.items() if k not in WIRED}
     env.update(info.receiver_env() if kind == "receiver" else info.service_env())
     env.update(
         {
@@ -74,7 +98,7 @@ def service_env(
     )
     if kind == "operator":
         env.update({"SHOPIPE_BACKEND": "local", "SHOPIPE_LEADER_ELECTION": "false"})
-        env.update(DEV_OPERATOR)
+        env.update({k: v for k, v in DEV_OPERATOR.items() if k not in os.environ})
     env.update(extra or {})
     return env
 
