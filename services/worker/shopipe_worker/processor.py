@@ -35,6 +35,10 @@ log = get_logger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
 
+# Records of a segment applied in one transaction: bounds the size of one MULTI/EXEC (a handler
+# may queue the whole body, e.g. the state handler).
+BATCH_RECORDS = 32
+
 
 def redis_deadline(settings: WorkerSettings) -> float:
     """How long one Redis step may wait for a master (a failover takes seconds)."""
@@ -104,13 +108,15 @@ class Processor:
             await self._dead_segment(key, name, e)
             m.SEGMENTS.labels(outcome="unparseable").inc()
             return Done(True, "unparseable")
+        # Ids come from the object's name, not from its content: keys built from them
+        # (dead markers, dead-letter objects) must not be steerable by the bytes.
+        events = [
+            Event.from_record(dataclasses.replace(rec, id=segment.record_id(name, index)))
+            for index, rec in enumerate(records)
+        ]
         settled = 0
-        for index, rec in enumerate(records):
-            # Ids come from the object's name, not from its content: keys built from them
-            # (dead markers, dead-letter objects) must not be steerable by the bytes.
-            event = Event.from_record(dataclasses.replace(rec, id=segment.record_id(name, index)))
-            if await self._record(event, key, attempt):
-                settled += 1
+        for start in range(0, len(events), BATCH_RECORDS):
+            settled += await self._records(events[start : start + BATCH_RECORDS], key, attempt)
         if settled < len(records):
             return Done(False, "retry")
         if before_remove is not None:
@@ -119,24 +125,61 @@ class Processor:
         m.SEGMENTS.labels(outcome="done").inc()
         return Done(True, "done")
 
-    async def _record(self, event: Event, key: str, attempt: int) -> bool:
-        """True when the record is settled (done, duplicate or dead-lettered)."""
-        topic = m.topic_label(event.topic)
-        handlers = self.registry.handlers_for(event.topic)
-        if not handlers:
-            m.RECORDS.labels(topic=topic, outcome="processed").inc()
-            return True
-        s = self.settings
+    async def _records(self, events: list[Event], key: str, attempt: int) -> int:
+        """How many of ``events`` are settled (done, duplicate or dead-lettered); their
+        handlers run in as few transactions as ``ledger.apply_many`` allows."""
+        settled = 0
+        work: list[ledger.Work] = []
+        for event in events:
+            handlers = self.registry.handlers_for(event.topic)
+            if handlers:
+                work.append((event, handlers))
+            else:
+                m.RECORDS.labels(topic=m.topic_label(event.topic), outcome="processed").inc()
+                settled += 1
+        if not work:
+            return settled
+        # Bounded: each transaction answers for at least one record of ``work``.
+        while work:
+            batch = work
+            try:
+                results = await self._apply(batch)
+            except RedisUnavailable:
+                raise  # no master: nothing can be decided; the whole segment waits
+            except Exception as e:
+                # An error of the transaction itself (not of one record's handlers): one
+                # transaction for the first record alone tells whose it is.
+                results = [e] if len(batch) == 1 else await self._apply_one(batch[0])
+            for (event, _), result in zip(batch, results, strict=False):
+                if await self._settle(event, result, key, attempt):
+                    settled += 1
+            work = work[len(results) :]
+        return settled
+
+    async def _apply(self, batch: list[ledger.Work]) -> list[ledger.Result | Exception]:
+        ttl = self.settings.dedup_ttl_seconds
+        return await self.master.call(
+            lambda r: ledger.apply_many(r, self.keys, batch, ttl=ttl, store=self.store),
+            deadline=self.deadline,
+        )
+
+    async def _apply_one(self, one: ledger.Work) -> list[ledger.Result | Exception]:
         try:
-            result = await self.master.call(
-                lambda r: ledger.apply(
-                    r, self.keys, event, handlers, ttl=s.dedup_ttl_seconds, store=self.store
-                ),
-                deadline=self.deadline,
-            )
+            return await self._apply([one])
         except RedisUnavailable:
-            raise  # no master: nothing can be decided; the whole segment waits
+            raise
         except Exception as e:
+            return [e]
+
+    async def _settle(
+        self, event: Event, result: ledger.Result | Exception, key: str, attempt: int
+    ) -> bool:
+        """Count one record's result; dead-letter it when it failed for good. True when the
+        record is settled."""
+        topic = m.topic_label(event.topic)
+        s = self.settings
+        if isinstance(result, Exception):
+            e = result
             m.RECORDS.labels(topic=topic, outcome="failed").inc()
             permanent = isinstance(e, PermanentError)
             log.warning(
