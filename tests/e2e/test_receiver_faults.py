@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -17,27 +16,18 @@ import httpx
 import pytest
 from shopipe import segment
 from shopipe.buffer import Buffer
-from shopipe.config import ReceiverSettings, load_settings
+from shopipe.config import ReceiverSettings
 from shopipe.devstack import Stack
 from shopipe.metrics import REGISTRY
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
 
+from tests.receiver_kit import receiver_settings
+
 pytestmark = pytest.mark.e2e
 
 SECRET = "faults-secret"
-
-
-def settings_for(stack: Stack) -> ReceiverSettings:
-    env = {
-        **stack.info.receiver_env(),
-        "SHOPIPE_SHOPIFY_SECRETS": SECRET,
-        "SHOPIPE_HTTP_HOST": "127.0.0.1",
-        "SHOPIPE_HTTP_PORT": "0",
-        "SHOPIPE_STREAM": f"test:{uuid.uuid4().hex}",
-    }
-    return load_settings(ReceiverSettings, env)
 
 
 def failures() -> float:
@@ -97,7 +87,7 @@ async def test_killed_redis_master_still_gets_200_and_durable_segments(
     make_stack: Callable[..., Stack],
 ) -> None:
     stack = make_stack()
-    settings = settings_for(stack)
+    settings = receiver_settings(stack, SECRET)
     async with running(settings) as r:
         assert [s for s, _, _ in await burst(r, 5)] == [200] * 5
         old = stack.current_master()
@@ -131,7 +121,7 @@ async def test_s3_stopped_mid_load_gives_503_then_200_and_nothing_half_written(
     make_stack: Callable[..., Stack],
 ) -> None:
     stack = make_stack()
-    settings = settings_for(stack)
+    settings = receiver_settings(stack, SECRET)
     results: list[tuple[int, str, str]] = []
     stop = asyncio.Event()
 

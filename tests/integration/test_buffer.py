@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import CommonSettings, load_settings
@@ -20,15 +18,6 @@ pytestmark = pytest.mark.integration
 
 def settings_for(stack: Stack, **extra: str) -> CommonSettings:
     return load_settings(CommonSettings, {**stack.info.service_env(), **extra})
-
-
-@pytest_asyncio.fixture
-async def bucket(stack: Stack) -> AsyncIterator[Buffer]:
-    b = Buffer(settings_for(stack))
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 @pytest.mark.asyncio

@@ -17,12 +17,14 @@ import pytest
 import pytest_asyncio
 from shopipe import segment
 from shopipe.buffer import Buffer
-from shopipe.config import ReceiverSettings, load_settings
+from shopipe.config import ReceiverSettings
 from shopipe.devstack import Stack
 from shopipe.metrics import REGISTRY
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
+
+from tests.receiver_kit import receiver_settings
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +33,8 @@ OLD_SECRET = "test-secret-old"
 
 
 def settings_for(stack: Stack, **extra: str) -> ReceiverSettings:
-    env = {
-        **stack.info.receiver_env(),
-        "SHOPIPE_SHOPIFY_SECRETS": f"{SECRET},{OLD_SECRET}",
-        "SHOPIPE_HTTP_HOST": "127.0.0.1",
-        "SHOPIPE_HTTP_PORT": "0",
-        "SHOPIPE_POD_NAME": f"test-{uuid.uuid4().hex[:6]}",
-        "SHOPIPE_STREAM": f"test:{uuid.uuid4().hex}",
-        **extra,
-    }
-    return load_settings(ReceiverSettings, env)
+    extra.setdefault("SHOPIPE_POD_NAME", f"test-{uuid.uuid4().hex[:6]}")
+    return receiver_settings(stack, f"{SECRET},{OLD_SECRET}", **extra)
 
 
 def by_hand(body: bytes, secret: str) -> str:
@@ -55,15 +49,6 @@ def metric(name: str, **labels: str) -> float:
 async def receiver(stack: Stack) -> AsyncIterator[Running]:
     async with running(settings_for(stack, SHOPIPE_MAX_BODY_BYTES="65536")) as r:
         yield r
-
-
-@pytest_asyncio.fixture
-async def bucket(stack: Stack) -> AsyncIterator[Buffer]:
-    b = Buffer(settings_for(stack))
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 async def stored_record(bucket: Buffer, record_id: str) -> segment.Record:

@@ -5,7 +5,6 @@ or overwrite anything."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,40 +12,21 @@ import pytest
 import pytest_asyncio
 from shopipe import segment, shopify
 from shopipe.buffer import Buffer
-from shopipe.config import ReceiverSettings, load_settings
 from shopipe.devstack import Stack
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
+
+from tests.receiver_kit import receiver_settings
 
 pytestmark = pytest.mark.integration
 
 SECRET = "bad-input-secret"
 
 
-def settings_for(stack: Stack) -> ReceiverSettings:
-    env = {
-        **stack.info.receiver_env(),
-        "SHOPIPE_SHOPIFY_SECRETS": SECRET,
-        "SHOPIPE_HTTP_HOST": "127.0.0.1",
-        "SHOPIPE_HTTP_PORT": "0",
-        "SHOPIPE_STREAM": f"test:{uuid.uuid4().hex}",
-    }
-    return load_settings(ReceiverSettings, env)
-
-
 @pytest_asyncio.fixture
 async def receiver(stack: Stack) -> AsyncIterator[Running]:
-    async with running(settings_for(stack)) as r:
+    async with running(receiver_settings(stack, SECRET)) as r:
         yield r
-
-
-@pytest_asyncio.fixture
-async def bucket(stack: Stack) -> AsyncIterator[Buffer]:
-    b = Buffer(settings_for(stack))
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 async def raw_request(r: Running, headers: list[tuple[str, str]], body: bytes) -> int:

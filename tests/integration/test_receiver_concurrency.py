@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import httpx
 import pytest
 from shopipe import segment
 from shopipe.buffer import Buffer
-from shopipe.config import ReceiverSettings, load_settings
 from shopipe.devstack import Stack
 from shopipe.metrics import REGISTRY
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import running
+
+from tests.receiver_kit import receiver_settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,22 +24,11 @@ N = 400
 CONNECTIONS = 100
 
 
-def settings_for(stack: Stack) -> ReceiverSettings:
-    env = {
-        **stack.info.receiver_env(),
-        "SHOPIPE_SHOPIFY_SECRETS": SECRET,
-        "SHOPIPE_HTTP_HOST": "127.0.0.1",
-        "SHOPIPE_HTTP_PORT": "0",
-        "SHOPIPE_STREAM": f"test:{uuid.uuid4().hex}",
-    }
-    return load_settings(ReceiverSettings, env)
-
-
 @pytest.mark.asyncio
 async def test_hundreds_of_concurrent_webhooks_are_all_stored_in_shared_segments(
     stack: Stack,
 ) -> None:
-    settings = settings_for(stack)
+    settings = receiver_settings(stack, SECRET)
     bodies = [json.dumps({"id": i, "pad": "z" * (i % 50)}).encode() for i in range(N)]
     segments_before = REGISTRY.get_sample_value("shopipe_receiver_segments_total") or 0.0
     async with running(settings) as r:
