@@ -115,7 +115,9 @@ class ReceiverSettings(CommonSettings):
 @dataclasses.dataclass(frozen=True)
 class WorkerSettings(CommonSettings):
     http_port: int = setting(9090, unit="port", minimum=0, help="Worker HTTP port (metrics).")
-    concurrency: int = setting(4, unit="segments", minimum=1, help="Segments in flight at once.")
+    concurrency: int = setting(
+        16, unit="segments", minimum=1, help="Segments in flight at once (each waits on I/O)."
+    )
     block_seconds: float = setting(
         1.0, unit="seconds", minimum=0.01, help="XREADGROUP block timeout."
     )
