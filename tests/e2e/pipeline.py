@@ -31,7 +31,9 @@ HERE = Path(__file__).parent
 TOPIC = "test/ping"
 COUNT_KEY = "shopipe:test:count"
 STREAM, GROUP = "shopipe:webhooks", "shopipe-workers"
-WORKER_ENV = {
+# Drill workers: the counting handler, and timings short enough that claims, retries and
+# sweeps happen within a test (also used by test_worker_drills).
+DRILL_WORKER_ENV = {
     "SHOPIPE_HANDLERS": "test_worker_drill_handlers",
     "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
     "SHOPIPE_BLOCK_SECONDS": "0.2",
@@ -40,8 +42,8 @@ WORKER_ENV = {
     "SHOPIPE_RETRY_MAX_SECONDS": "0.5",
     "SHOPIPE_SWEEP_INTERVAL_SECONDS": "0.5",
     "SHOPIPE_SWEEP_GRACE_SECONDS": "2",
-    "SHOPIPE_DRAIN_SECONDS": "3",
 }
+WORKER_ENV = {**DRILL_WORKER_ENV, "SHOPIPE_DRAIN_SECONDS": "3"}
 # The operator only observes here: workers it would (re)start get the stack's settings, not
 # the counting handler, so it must neither scale nor restart them.
 OPERATOR_ENV = {

@@ -31,19 +31,14 @@ from shopipe.devstack.state import free_ports
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.stream import announce
 
+from tests.e2e.pipeline import DRILL_WORKER_ENV
+
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).parent
 FAST = {
-    "SHOPIPE_BLOCK_SECONDS": "0.2",
-    "SHOPIPE_CLAIM_IDLE_SECONDS": "1.5",
-    "SHOPIPE_RETRY_BASE_SECONDS": "0.1",
-    "SHOPIPE_RETRY_MAX_SECONDS": "0.5",
-    "SHOPIPE_SWEEP_INTERVAL_SECONDS": "0.5",
-    "SHOPIPE_SWEEP_GRACE_SECONDS": "2",
+    **DRILL_WORKER_ENV,
     "SHOPIPE_DRAIN_SECONDS": "5",
     "SHOPIPE_CONCURRENCY": "4",
-    "SHOPIPE_HANDLERS": "test_worker_drill_handlers",
     "SHOPIPE_LOG_LEVEL": "info",
 }
 
@@ -92,7 +87,6 @@ class Drill:
             "SHOPIPE_STREAM": f"d{tag}:webhooks",
             "SHOPIPE_CONSUMER_GROUP": f"d{tag}-workers",
             "SHOPIPE_S3_BUCKET": f"dr-{tag}",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
             **overrides,
         }
         self.settings = load_settings(
