@@ -16,7 +16,7 @@ from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
 from shopipe.devstack import Stack
 from shopipe.sentinel import MasterClient, RedisTarget
-from shopipe.stream import announce, ensure_group
+from shopipe.stream import Keys, announce, ensure_group
 from shopipe_worker.events import Event
 from shopipe_worker.processor import dead_letter_body
 
@@ -92,12 +92,16 @@ async def test_backlog_reports_stream_and_bucket(cli: Env):
 async def test_dlq_list_and_replay_by_topic(cli: Env):
     s = cli.settings
     name = segment.new_name()
-    for i, (topic, wid) in enumerate([("orders/create", "a"), ("products/update", "b")]):
-        ev = Event.from_record(record(name, i, topic, wid))
+    events = [
+        Event.from_record(record(name, i, topic, wid))
+        for i, (topic, wid) in enumerate([("orders/create", "a"), ("products/update", "b")])
+    ]
+    for ev in events:
         doc = dead_letter_body(ev, segment.incoming_key(name), "RuntimeError: x", 8)
         await cli.store.put_json(segment.dead_letter_key(ev.record_id), doc)
     r = await cli.master.get()
-    await r.set(f"{s.key_prefix}:done:wh:a", "old")  # replay must clear it
+    done_a = Keys(s.key_prefix).done_webhook(events[0].shop, events[0].topic, "a")
+    await r.set(done_a, "old")  # replay must clear it
 
     listed = cli.run("dlq", "list")
     assert listed.returncode == 0, listed.stderr
@@ -112,7 +116,7 @@ async def test_dlq_list_and_replay_by_topic(cli: Env):
     assert "1/1" in replayed.stderr
     left = [json.loads(line)["topic"] for line in cli.run("dlq", "list").stdout.splitlines()]
     assert left == ["products/update"]
-    assert not await r.exists(f"{s.key_prefix}:done:wh:a")
+    assert not await r.exists(done_a)
     new = await cli.store.list(segment.INCOMING)
     assert len(new) == 1
     records = segment.decode(await cli.store.get(new[0].key))

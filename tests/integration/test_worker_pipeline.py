@@ -220,6 +220,20 @@ async def test_duplicate_deliveries_are_applied_once(kit: Kit):
 
 
 @pytest.mark.asyncio
+async def test_a_replay_under_another_topic_does_not_shadow_the_genuine_delivery(kit: Kit):
+    # Headers are unsigned: a captured body re-sent under another topic with the same webhook
+    # id, and processed first, must not turn the genuine delivery into a "duplicate".
+    async with kit.running():
+        await kit.produce([(headers("test/other", "wh-9"), body())])
+        await wait_for(lambda: settled(kit), what="the replay done")
+        await kit.produce([(headers("test/ping", "wh-9"), body())])
+        await wait_for(lambda: settled(kit), what="the genuine delivery done")
+        await kit.produce([(headers("test/ping", "wh-9"), body())])  # Shopify's retry of it
+        await wait_for(lambda: settled(kit), what="the retry settled")
+    assert await kit.counts() == {"wh-9": 2}  # once under each topic, the retry skipped
+
+
+@pytest.mark.asyncio
 async def test_out_of_order_updates_keep_the_newest_and_deletes_stay_deleted(kit: Kit):
     newer = body(id=42, updated_at="2025-01-02T00:00:00Z", note="newer")
     older = body(id=42, updated_at="2025-01-01T12:00:00-05:00", note="older")

@@ -60,9 +60,9 @@ def test_markers_key_delivery_and_event_with_topic():
         }
     )
     assert marker_keys(keys, ev) == [
-        "p:done:wh:w",
+        "p:done:wh:s.myshopify.com:orders/create:w",
         "p:done:ev:s.myshopify.com:orders/create:e",
     ]
     # Without a webhook id the record id stands in; no event marker without an event id.
     bare = event({})
-    assert marker_keys(keys, bare) == ["p:done:wh:record:0000000000001-0123456789abcdef.seg:3"]
+    assert marker_keys(keys, bare) == ["p:done:wh:::record:0000000000001-0123456789abcdef.seg:3"]

@@ -27,8 +27,10 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
-    def done_webhook(self, webhook_id: str) -> str:
-        return f"{self.prefix}:done:wh:{webhook_id}"
+    def done_webhook(self, shop: str, topic: str, webhook_id: str) -> str:
+        # Headers are unsigned: with shop and topic in the key, a body replayed under another
+        # topic or shop with the same webhook id cannot make the genuine delivery a duplicate.
+        return f"{self.prefix}:done:wh:{shop}:{topic}:{webhook_id}"
 
     def done_event(self, shop: str, topic: str, event_id: str) -> str:
         return f"{self.prefix}:done:ev:{shop}:{topic}:{event_id}"

@@ -53,7 +53,9 @@ class Result:
 
 def marker_keys(keys: Keys, event: Event) -> list[str]:
     """The done-markers of ``event``. Without a webhook id the record id stands in for it."""
-    out = [keys.done_webhook(event.webhook_id or f"record:{event.record_id}")]
+    out = [
+        keys.done_webhook(event.shop, event.topic, event.webhook_id or f"record:{event.record_id}")
+    ]
     if event.shop and event.topic and event.event_id:
         out.append(keys.done_event(event.shop, event.topic, event.event_id))
     return out
