@@ -85,8 +85,9 @@ class RedisTarget:
         )
 
 
-def _client(addr: Address, password: str | None, timeout: float, **kw: object) -> Redis:
-    # No library retries: a dead address must fail fast so we resolve again.
+def client(addr: Address, password: str | None, timeout: float, **kw: object) -> Redis:
+    """A redis.asyncio client for one address with no library retries: a dead address must
+    fail within ``timeout`` so the caller can resolve again (redis-py retries 10 times)."""
     return Redis(
         host=addr[0],
         port=addr[1],
@@ -99,7 +100,7 @@ def _client(addr: Address, password: str | None, timeout: float, **kw: object) -
 
 
 async def _ask_one(target: RedisTarget, sentinel: Address) -> Address | None:
-    r = _client(sentinel, target.sentinel_password, target.timeout)
+    r = client(sentinel, target.sentinel_password, target.timeout)
     try:
         reply = await r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master_name)
     except (rex.RedisError, OSError):
@@ -120,7 +121,7 @@ async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
 
 
 async def role_of(addr: Address, password: str | None, wait: float) -> str | None:
-    r = _client(addr, password, wait)
+    r = client(addr, password, wait)
     try:
         reply = await r.execute_command("ROLE")
     except (rex.RedisError, OSError):
@@ -166,7 +167,7 @@ class MasterClient:
         async with self._lock:
             if self._redis is None:
                 addr = await resolve_master(self.target)
-                r = _client(
+                r = client(
                     addr,
                     self.target.password,
                     self.target.timeout,

@@ -21,7 +21,7 @@ from shopipe import metrics as core_metrics
 from shopipe.config import OperatorSettings
 from shopipe.errors import ShopipeError
 from shopipe.logs import get_logger
-from shopipe.sentinel import Address, RedisTarget, fmt
+from shopipe.sentinel import Address, RedisTarget, client, fmt
 
 from shopipe_operator import metrics
 from shopipe_operator.backends.base import Backend, Pod
@@ -75,12 +75,10 @@ class Reconciler:
         if addr is None:
             return None
         if self._redis is None:
-            self._redis = Redis(
-                host=addr[0],
-                port=addr[1],
-                password=self.target.password,
-                socket_timeout=self.target.timeout,
-                socket_connect_timeout=self.target.timeout,
+            self._redis = client(
+                addr,
+                self.target.password,
+                self.target.timeout,
                 client_name=f"shopipe:operator:{self.s.pod_name}",
                 db=self.target.db,
             )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import httpx
 from redis import exceptions as rex
-from redis.asyncio import Redis
 from shopipe.logs import get_logger
+from shopipe.sentinel import client
 
 log = get_logger(__name__)
 
@@ -101,14 +101,7 @@ async def fetch_status(client: httpx.AsyncClient, url: str) -> str | None:
 
 async def connections_on(addr: tuple[str, int], password: str | None, wait: float) -> list[str]:
     """Pod names with a named shopipe connection on the Redis server ``addr``."""
-    r = Redis(
-        host=addr[0],
-        port=addr[1],
-        password=password,
-        socket_timeout=wait,
-        socket_connect_timeout=wait,
-        decode_responses=True,
-    )
+    r = client(addr, password, wait, decode_responses=True)  # bounded by ``wait``, no retries
     try:
         raw = await r.execute_command("CLIENT", "LIST", "TYPE", "normal")
     except (rex.RedisError, OSError):
