@@ -34,6 +34,21 @@ REDIS_RECONNECTS = Counter(
 
 _current_master: dict[str, str] = {}
 
+# Shopify's topics are a fixed set, but the topic header is unsigned and a forged one could
+# invent new labels: past this many distinct topics, the rest are counted as "other".
+MAX_TOPICS = 200
+_topics: set[str] = set()
+
+
+def topic_label(topic: str) -> str:
+    """A bounded-cardinality label for ``topic``."""
+    if topic in _topics:
+        return topic
+    if len(_topics) < MAX_TOPICS and topic:
+        _topics.add(topic)
+        return topic
+    return "other"
+
 
 def set_build_info(service: str) -> None:
     BUILD_INFO.labels(service=service, version=__version__).set(1)

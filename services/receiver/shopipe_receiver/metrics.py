@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
-from shopipe.metrics import REGISTRY
+from shopipe.metrics import REGISTRY, topic_label
 
 OUTCOMES = ("accepted", "unauthorized", "bad_request", "too_large", "timeout", "unavailable")
 
@@ -52,20 +52,6 @@ ANNOUNCE_FAILURES = Counter(
     "XADDs that failed after a durable write (the sweeper recovers them).",
     registry=REGISTRY,
 )
-
-# Labels must stay low-cardinality even if a replayed body carries made-up topics: after this
-# many distinct topics, new ones are counted as "other".
-_MAX_TOPICS = 150
-_topics: set[str] = set()
-
-
-def topic_label(topic: str) -> str:
-    if topic in _topics:
-        return topic
-    if len(_topics) < _MAX_TOPICS:
-        _topics.add(topic)
-        return topic
-    return "other"
 
 
 def count(topic: str, outcome: str) -> None:

@@ -51,17 +51,3 @@ OLDEST_SECONDS = Gauge(
     "Age of the oldest segment under incoming/.",
     registry=REGISTRY,
 )
-
-# Shopify's topics are a fixed set, but a forged header could invent new ones: past this many
-# distinct labels, the rest are counted as "other" so the series count stays bounded.
-_MAX_TOPICS = 200
-_topics: set[str] = set()
-
-
-def topic_label(topic: str) -> str:
-    if topic in _topics:
-        return topic
-    if len(_topics) < _MAX_TOPICS and topic:
-        _topics.add(topic)
-        return topic
-    return "other"

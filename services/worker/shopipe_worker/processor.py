@@ -23,6 +23,7 @@ from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
 from shopipe.errors import PermanentError, RedisUnavailable
 from shopipe.logs import get_logger
+from shopipe.metrics import topic_label
 from shopipe.sentinel import MasterClient
 from shopipe.stream import Keys
 
@@ -135,7 +136,7 @@ class Processor:
             if handlers:
                 work.append((event, handlers))
             else:
-                m.RECORDS.labels(topic=m.topic_label(event.topic), outcome="processed").inc()
+                m.RECORDS.labels(topic=topic_label(event.topic), outcome="processed").inc()
                 settled += 1
         if not work:
             return settled
@@ -176,7 +177,7 @@ class Processor:
     ) -> bool:
         """Count one record's result; dead-letter it when it failed for good. True when the
         record is settled."""
-        topic = m.topic_label(event.topic)
+        topic = topic_label(event.topic)
         s = self.settings
         if isinstance(result, Exception):
             e = result
@@ -215,7 +216,7 @@ class Processor:
         )
         log.error(
             "record dead-lettered",
-            extra={"record": event.record_id, "topic": m.topic_label(event.topic)},
+            extra={"record": event.record_id, "topic": topic_label(event.topic)},
         )
 
     async def _dead_segment(self, key: str, name: str, e: Exception) -> None:
