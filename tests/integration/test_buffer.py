@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import socket
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import CommonSettings, load_settings
@@ -103,3 +108,55 @@ async def test_unreachable_endpoint_is_transient(stack: Stack) -> None:
             await b.put("x", b"x")
     finally:
         b.close()
+
+
+class _Raw:
+    """The raw body of a canned botocore response."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: object) -> Iterator[bytes]:
+        yield self.body
+
+
+@pytest.mark.asyncio
+async def test_delete_many_removes_in_one_request_with_content_md5(bucket: Buffer) -> None:
+    keys = [f"incoming/many-{i:03d}.seg" for i in range(5)]
+    for k in keys:
+        await bucket.put(k, b"x")
+    seen: list[tuple[str, bytes, str]] = []
+
+    def observe(request: Any, **_: Any) -> None:
+        md5 = request.headers.get("Content-MD5", b"")
+        seen.append((request.method, request.body, md5.decode() if isinstance(md5, bytes) else md5))
+
+    bucket.client.meta.events.register("before-send.s3.DeleteObjects", observe)
+    failed = await bucket.delete_many([*keys, "incoming/never-written.seg"])
+    assert failed == {}
+    assert [await bucket.exists(k) for k in keys] == [False] * 5
+    # One request for all six keys, carrying the MD5 S3-compatible stores require.
+    assert len(seen) == 1
+    _, body, md5 = seen[0]
+    assert md5 == base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+
+
+@pytest.mark.asyncio
+async def test_delete_many_falls_back_to_single_deletes_when_refused(bucket: Buffer) -> None:
+    keys = [f"incoming/refused-{i}.seg" for i in range(3)]
+    for k in keys:
+        await bucket.put(k, b"x")
+    refused: list[int] = []
+
+    def refuse(request: Any, **_: Any) -> AWSResponse:
+        # What a store without multi-object delete answers (fault injected at the HTTP layer).
+        refused.append(1)
+        body = b"<Error><Code>NotImplemented</Code><Message>no</Message></Error>"
+        return AWSResponse(request.url, 501, HTTPHeaders(), _Raw(body))
+
+    # A before-send handler may answer in place of the server (the stubs say None only).
+    bucket.client.meta.events.register("before-send.s3.DeleteObjects", refuse)  # type: ignore[arg-type]
+    assert await bucket.delete_many(keys[:2]) == {}
+    assert await bucket.delete_many(keys[2:]) == {}
+    assert [await bucket.exists(k) for k in keys] == [False] * 3
+    assert len(refused) == 1  # refused once, then not asked again

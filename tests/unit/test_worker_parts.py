@@ -5,7 +5,7 @@ from shopipe import segment
 from shopipe.buffer import ObjectInfo
 from shopipe.config import WorkerSettings, load_settings
 from shopipe_worker.backlog import incoming_summary
-from shopipe_worker.consumer import Consumer
+from shopipe_worker.consumer import backoff
 from shopipe_worker.dlq import BadDeadLetter, DeadLetter, is_record_key
 from shopipe_worker.events import Event
 from shopipe_worker.processor import dead_letter_body
@@ -23,9 +23,9 @@ ENV = {
 
 
 def test_backoff_doubles_per_attempt_up_to_the_cap():
-    c = Consumer(load_settings(WorkerSettings, ENV), None, None)  # type: ignore[arg-type]
+    settings = load_settings(WorkerSettings, ENV)
     for attempt, expected in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (60, 10)]:
-        got = c.backoff(attempt)
+        got = backoff(settings, attempt)
         assert expected * 0.9 <= got <= expected * 1.1
 
 

@@ -16,7 +16,7 @@ import base64
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,6 +46,22 @@ _TRANSIENT_CODES = {
     "500",
 }
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_DELETE_BATCH = 1000  # the most keys S3 takes in one DeleteObjects
+# Answers of a store that cannot do DeleteObjects as botocore sends it.
+_NO_BATCH = {"NotImplemented", "MissingContentMD5", "InvalidDigest", "InvalidRequest", "501"}
+
+
+def _code(e: bex.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _content_md5(request: Any, **_: Any) -> None:
+    """DeleteObjects needs Content-MD5 on S3-compatible stores (Ceph, MinIO); botocore 1.36+
+    sends a CRC32 instead, so add the MD5 as well (AWS accepts both)."""
+    body = request.body
+    if isinstance(body, bytes) and "Content-MD5" not in request.headers:
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        request.headers["Content-MD5"] = base64.b64encode(digest).decode()
 
 
 class ObjectMissing(StorageError):
@@ -100,6 +116,7 @@ def make_client(settings: CommonSettings, max_pool_connections: int = 16) -> S3C
         aws_secret_access_key=settings.s3_secret_key.get(),
         config=config,
     )
+    client.meta.events.register("before-sign.s3.DeleteObjects", _content_md5)
     return client
 
 
@@ -110,6 +127,7 @@ class Buffer:
         self.bucket = settings.s3_bucket
         self.client = make_client(settings, max_pool_connections=concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3")
+        self._single_deletes = False
 
     async def _run(self, op: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -194,6 +212,47 @@ class Buffer:
     async def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key succeeds (S3 semantics), so it is idempotent."""
         await self._run("delete", self.client.delete_object, Bucket=self.bucket, Key=key)
+
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, Exception]:
+        """Remove ``keys`` with one DeleteObjects per 1000; returns the keys not removed, with
+        why. Missing keys count as removed. A store without DeleteObjects (or refusing its
+        checksum) gets one DELETE per key from then on."""
+        failed: dict[str, Exception] = {}
+        for start in range(0, len(keys), _DELETE_BATCH):
+            chunk = keys[start : start + _DELETE_BATCH]
+            if self._single_deletes:
+                failed |= await self._delete_each(chunk)
+                continue
+            try:
+                errors = await self._run("delete_many", self._delete_objects, keys=chunk)
+            except (StorageError, StorageUnavailable) as e:
+                cause = e.__cause__
+                if not isinstance(cause, bex.ClientError) or _code(cause) not in _NO_BATCH:
+                    raise
+                self._single_deletes = True  # the store refuses the request, not one key
+                failed |= await self._delete_each(chunk)
+                continue
+            for err in errors:
+                code = str(err.get("Code", ""))
+                exc = StorageUnavailable if code in _TRANSIENT_CODES else StorageError
+                failed[str(err.get("Key", ""))] = exc(f"s3 delete_many: {code}")
+        return failed
+
+    def _delete_objects(self, keys: Sequence[str]) -> Sequence[Any]:
+        resp = self.client.delete_objects(
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+        )
+        return resp.get("Errors", [])
+
+    async def _delete_each(self, keys: Sequence[str]) -> dict[str, Exception]:
+        failed: dict[str, Exception] = {}
+        for key in keys:
+            try:
+                await self.delete(key)
+            except StorageError as e:
+                failed[key] = e
+        return failed
 
     async def copy(self, src: str, dst: str) -> None:
         await self._run(

@@ -24,18 +24,25 @@ from typing import Any, TypeVar
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from shopipe.config import WorkerSettings
-from shopipe.errors import RedisUnavailable, TransientError
+from shopipe.errors import RedisUnavailable
 from shopipe.logs import get_logger
 from shopipe.sentinel import MasterClient
 from shopipe.stream import ensure_group
 
 from shopipe_worker import metrics as m
 from shopipe_worker import streamops as ops
+from shopipe_worker.finisher import Finisher
 from shopipe_worker.processor import Done, Processor, redis_deadline
 from shopipe_worker.streamops import Entry
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+
+def backoff(s: WorkerSettings, attempt: int) -> float:
+    """Seconds before delivery ``attempt + 1``: doubling from the base, capped, jittered."""
+    base = min(s.retry_max_seconds, s.retry_base_seconds * 2.0 ** min(attempt - 1, 30))
+    return base * random.uniform(0.9, 1.1)  # jitter: retries of one burst spread out
 
 
 class Consumer:
@@ -53,8 +60,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()  # a slot freed up, or stop was asked
         self._cursor = "0-0"
-        self._replicas = 0
-        self._replicas_at = -1e9
+        self.finisher = Finisher(s, processor.store, self.call)
         self.deadline = redis_deadline(s)
         # The block must end before the socket timeout, or every quiet read would look dead.
         self.block_ms = max(10, int(min(s.block_seconds, 0.8 * s.redis_timeout_seconds) * 1000))
@@ -151,9 +157,11 @@ class Consumer:
     async def _handle(self, entry: Entry) -> None:
         try:
             try:
-                done = await self.processor.process(
-                    entry.key, entry.attempt, before_remove=lambda: self._durable(entry.id)
-                )
+                done = await self.processor.process(entry.key, entry.attempt)
+                if done.finished:
+                    # Only a segment whose records were handled still has an object to remove.
+                    removing = entry.key if done.outcome == "done" else None
+                    await self.finisher.finish(entry.id, removing)
             except Exception as e:
                 # Storage or Redis out of reach: the segment is retried like a failed record.
                 log.warning(
@@ -161,13 +169,7 @@ class Consumer:
                     extra={"entry": entry.id, "attempt": entry.attempt, "error": type(e).__name__},
                 )
                 done = Done(False, "retry")
-            if done.finished:
-                try:
-                    await self.call(lambda r: ops.ack(r, self.stream, self.group, entry.id))
-                except Exception as e:
-                    # Still pending: whoever reclaims it finds the object gone and acks then.
-                    log.warning("ack failed", extra={"entry": entry.id, "error": type(e).__name__})
-            else:
+            if not done.finished:
                 entry.retry_at = time.monotonic() + self.backoff(entry.attempt)
                 self.waiting[entry.id] = entry
         finally:
@@ -177,28 +179,7 @@ class Consumer:
             self._changed.set()
 
     def backoff(self, attempt: int) -> float:
-        s = self.settings
-        base = min(s.retry_max_seconds, s.retry_base_seconds * 2.0 ** min(attempt - 1, 30))
-        return base * random.uniform(0.9, 1.1)  # jitter: retries of one burst spread out
-
-    async def _durable(self, entry_id: str) -> None:
-        now = time.monotonic()
-        if now - self._replicas_at > 5.0:
-            self._replicas = await self.call(ops.replicas)
-            self._replicas_at = now
-        if self._replicas == 0:
-            return
-        timeout_ms = max(1, int(self.settings.redis_timeout_seconds * 500))
-        acked = await self.call(
-            lambda r: ops.durable(r, self.stream, self.group, self.me, entry_id, timeout_ms)
-        )
-        if acked < 1:
-            # The done-markers live only on the master: were it lost now, a failover would
-            # forget them while the object is gone too. Keep the object; the retry finds the
-            # records done and removes it once a replica confirms. (ROLE is asked again: after
-            # a failover the new master may have no replica yet.)
-            self._replicas_at = -1e9
-            raise TransientError("no replica confirmed the done-markers; segment kept")
+        return backoff(self.settings, attempt)
 
     # --- maintenance -------------------------------------------------------------------------
 
@@ -288,6 +269,7 @@ class Consumer:
             await asyncio.gather(*late, return_exceptions=True)
             # Look idle at once, so another worker reclaims them without waiting.
             await self._release(late_ids, self.claim_idle_ms + 1000)
+        await self.finisher.close(grace=5.0)
         now = time.monotonic()
         for entry in list(self.waiting.values()):
             left_ms = int(max(0.0, entry.retry_at - now) * 1000)

@@ -29,6 +29,12 @@ END_TO_END_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
     registry=REGISTRY,
 )
+FINISH_BATCH = Histogram(
+    "shopipe_worker_finish_batch_segments",
+    "Segments finished together (one WAIT, one DeleteObjects, one XACK).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("shopipe_worker_in_flight", "Segments being processed.", registry=REGISTRY)
 SWEEPER_RECOVERED = Counter(
     "shopipe_worker_sweeper_recovered",

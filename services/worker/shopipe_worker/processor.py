@@ -2,10 +2,10 @@
 
 For each record that is not done or dead: run its handlers through the ledger. A handler error
 leaves that record for a later attempt without holding back the others; at the last attempt,
-or at once for a PermanentError, the record is dead-lettered. The segment is finished (and the
-caller may XACK) only when every record is done or dead-lettered; then it is archived or
-deleted. A missing object was finished by someone else; an unparseable one is dead-lettered
-whole.
+or at once for a PermanentError, the record is dead-lettered. The segment is finished only when
+every record is done or dead-lettered; then the caller has its object removed and its entry
+acknowledged (``shopipe_worker.finisher``, in batches). A missing object was finished by someone
+else; an unparseable one is dead-lettered whole.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import base64
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +32,6 @@ from shopipe_worker.events import Event
 from shopipe_worker.registry import Registry
 
 log = get_logger(__name__)
-
-Hook = Callable[[], Awaitable[None]]
 
 # Records of a segment applied in one transaction: bounds the size of one MULTI/EXEC (a handler
 # may queue the whole body, e.g. the state handler).
@@ -91,7 +88,7 @@ class Processor:
         self.keys = Keys(settings.key_prefix)
         self.deadline = redis_deadline(settings)
 
-    async def process(self, key: str, attempt: int, before_remove: Hook | None = None) -> Done:
+    async def process(self, key: str, attempt: int) -> Done:
         """Handle the segment at ``key`` on delivery number ``attempt`` (1-based)."""
         if not segment.is_segment_key(key):
             # Only incoming/ segments are ever announced; anything else must not be touched.
@@ -120,11 +117,8 @@ class Processor:
             settled += await self._records(events[start : start + BATCH_RECORDS], key, attempt)
         if settled < len(records):
             return Done(False, "retry")
-        if before_remove is not None:
-            await before_remove()
-        await self._remove(key, name)
         m.SEGMENTS.labels(outcome="done").inc()
-        return Done(True, "done")
+        return Done(True, "done")  # the caller removes the object (shopipe_worker.finisher)
 
     async def _records(self, events: list[Event], key: str, attempt: int) -> int:
         """How many of ``events`` are settled (done, duplicate or dead-lettered); their
@@ -228,10 +222,3 @@ class Processor:
         with contextlib.suppress(ObjectMissing):  # another worker moved it first
             await self.store.move(key, dead)
         log.error("segment unparseable, dead-lettered", extra={"segment": name})
-
-    async def _remove(self, key: str, name: str) -> None:
-        if not self.settings.archive:
-            await self.store.delete(key)
-            return
-        with contextlib.suppress(ObjectMissing):  # another worker archived it first
-            await self.store.move(key, segment.processed_key(name))

@@ -104,8 +104,9 @@ async def deliveries(r: Redis, stream: str, group: str, ids: list[str]) -> dict[
     return out
 
 
-async def ack(r: Redis, stream: str, group: str, entry_id: str) -> None:
-    await r.xack(stream, group, entry_id)
+async def ack(r: Redis, stream: str, group: str, ids: list[str]) -> None:
+    if ids:
+        await r.xack(stream, group, *ids)
 
 
 async def reap_consumers(r: Redis, stream: str, group: str, me: str, idle_ms: int) -> list[str]:
@@ -127,15 +128,16 @@ async def replicas(r: Redis) -> int:
 
 
 async def durable(
-    r: Redis, stream: str, group: str, me: str, entry_id: str, timeout_ms: int
+    r: Redis, stream: str, group: str, me: str, ids: list[str], timeout_ms: int
 ) -> int:
     """Wait until a replica has every write made so far, before the segment's object goes.
 
     WAIT counts this connection's own writes, and the replication stream is one ordered log: so
-    one write here (a heartbeat of the entry) followed by WAIT covers the record transactions
+    one write here (a heartbeat of the entries) followed by WAIT covers the record transactions
     made on other connections too. Returns how many replicas acknowledged."""
     async with r.pipeline(transaction=False) as pipe:
-        pipe.xclaim(stream, group, me, 0, [entry_id], justid=True)
+        wanted: list[Any] = list(ids)
+        pipe.xclaim(stream, group, me, 0, wanted, justid=True)
         pipe.execute_command("WAIT", 1, timeout_ms)
         replies = await pipe.execute()
     return int(replies[-1])
