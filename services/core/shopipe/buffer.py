@@ -141,16 +141,15 @@ class Buffer:
     ) -> None:
         """Write ``data`` whole under ``key``: S3 PUTs are atomic and Content-MD5 makes the
         store refuse a body that arrived damaged, so there is never a half-written object."""
-        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-        await self._run(
-            "put",
-            self.client.put_object,
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentMD5=md5,
-            ContentType=content_type,
-        )
+
+        def write() -> None:
+            # Hashed on the pool's thread: hashlib lets go of the GIL, the event loop runs on.
+            md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentMD5=md5, ContentType=content_type
+            )
+
+        await self._run("put", write)
 
     async def put_segment(self, key: str, data: bytes) -> None:
         """Write an encoded segment (``shopipe.segment.encode``) under its key."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -83,15 +84,18 @@ def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> bool:
     return ok
 
 
-def _pairs(headers: Headers) -> list[tuple[str, str]]:
+Found = dict[str, list[str]]  # Shopify headers by short name, values in order
+
+
+def shopify_headers(headers: Headers) -> Found:
+    """Every Shopify header by short name (``topic``, ``hmac-sha256``...), values in order.
+    Computed once per request: the signature, the checks and the record all read it."""
     items = headers.items() if isinstance(headers, Mapping) else headers
-    return [(k.lower(), v) for k, v in items]
-
-
-def shopify_headers(headers: Headers) -> dict[str, list[str]]:
-    """Every Shopify header by short name (``topic``, ``hmac-sha256``...), values in order."""
-    out: dict[str, list[str]] = {}
-    for name, value in _pairs(headers):
+    out: Found = {}
+    for raw_name, value in items:
+        name = raw_name.lower()
+        if not name.startswith(_PREFIXES):  # most headers: one C call, no loop
+            continue
         for prefix in _PREFIXES:
             if name.startswith(prefix) and len(name) > len(prefix):
                 out.setdefault(name[len(prefix) :], []).append(value)
@@ -99,6 +103,7 @@ def shopify_headers(headers: Headers) -> dict[str, list[str]]:
     return out
 
 
+@functools.lru_cache(maxsize=256)  # bounded: the names come from requests
 def canonical(short: str) -> str:
     """``api-version`` -> ``X-Shopify-API-Version``: the spelling errors and records use."""
     parts = ("API" if p == "api" else p.capitalize() for p in short.split("-"))
@@ -106,24 +111,28 @@ def canonical(short: str) -> str:
 
 
 def _one(found: Mapping[str, list[str]], short: str, *, required: bool) -> str | None:
-    values = found.get(short, [])
-    shown = canonical(short)
+    values = found.get(short)
     if not values:
         if required:
-            raise HeaderError(shown, "missing")
+            raise HeaderError(canonical(short), "missing")
         return None
     # Both spellings may be sent; they must agree, else which one was signed-for is unknown.
-    if any(v != values[0] for v in values[1:]):
-        raise HeaderError(shown, "repeated with different values")
+    if len(values) > 1 and any(v != values[0] for v in values[1:]):
+        raise HeaderError(canonical(short), "repeated with different values")
     return values[0].strip()
+
+
+def signature_in(found: Found) -> str | None:
+    """``signature_of`` for headers already grouped by ``shopify_headers``."""
+    try:
+        return _one(found, SIGNATURE, required=False)
+    except HeaderError:
+        return None
 
 
 def signature_of(headers: Headers) -> str | None:
     """The signature header, or None when it is missing or given twice with different values."""
-    try:
-        return _one(shopify_headers(headers), SIGNATURE, required=False)
-    except HeaderError:
-        return None
+    return signature_in(shopify_headers(headers))
 
 
 @dataclass(frozen=True)
@@ -161,7 +170,11 @@ def _check(value: str | None, pattern: re.Pattern[str], short: str, what: str) -
 
 def parse_headers(headers: Headers) -> WebhookHeaders:
     """Validate the Shopify headers (either spelling); HeaderError names the bad one."""
-    found = shopify_headers(headers)
+    return validate(shopify_headers(headers))
+
+
+def validate(found: Found) -> WebhookHeaders:
+    """``parse_headers`` for headers already grouped by ``shopify_headers``."""
     topic = _one(found, TOPIC, required=True) or ""
     shop = _one(found, SHOP, required=True) or ""
     webhook_id = _one(found, WEBHOOK_ID, required=True) or ""
@@ -180,17 +193,24 @@ def parse_headers(headers: Headers) -> WebhookHeaders:
 _SHORT = re.compile(r"^[a-z0-9-]{1,64}$")
 
 
+_KNOWN = frozenset({TOPIC, SHOP, WEBHOOK_ID, API_VERSION, TRIGGERED_AT, EVENT_ID, SIGNATURE})
+
+
 def record_headers(parsed: WebhookHeaders, headers: Headers) -> dict[str, str]:
     """The Shopify headers to store with a record: validated ones canonical, others as sent
     when they are single, printable and short (others are dropped, not refused).
 
     The signature is left out: it was checked, and a stored signature only helps a replay.
     """
+    return record_headers_of(parsed, shopify_headers(headers))
+
+
+def record_headers_of(parsed: WebhookHeaders, found: Found) -> dict[str, str]:
+    """``record_headers`` for headers already grouped by ``shopify_headers``."""
     out = parsed.to_record()
-    known = {TOPIC, SHOP, WEBHOOK_ID, API_VERSION, TRIGGERED_AT, EVENT_ID, SIGNATURE}
     extra = 0
-    for short, values in sorted(shopify_headers(headers).items()):
-        if short in known or extra >= _MAX_EXTRA:
+    for short, values in sorted(found.items()):
+        if short in _KNOWN or extra >= _MAX_EXTRA:
             continue
         value = values[0].strip()
         if len(values) == 1 and _VALUE.match(value) and _SHORT.match(short):

@@ -168,18 +168,20 @@ class Receiver:
             body = await read_body(request, s.max_body_bytes, s.body_timeout_seconds)
         except BodyError as e:
             return _error(e.status, str(e)), e.outcome, "unknown"
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-        if not shopify.verify(body, shopify.signature_of(raw), self.secrets):
+        found = shopify.shopify_headers(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+        )
+        if not shopify.verify(body, shopify.signature_in(found), self.secrets):
             return _error(401, "unauthorized"), "unauthorized", "unknown"
         try:
-            parsed = shopify.parse_headers(raw)
+            parsed = shopify.validate(found)
         except shopify.HeaderError as e:
             return _error(400, str(e), header=e.header), "bad_request", "unknown"
         if self.commit is None:
             return _error(503, "starting or stopping"), "unavailable", parsed.topic
         try:
             stored = await self.commit.submit(
-                shopify.record_headers(parsed, raw), body, received_at
+                shopify.record_headers_of(parsed, found), body, received_at
             )
         except Exception:
             # Anything failing the write is a 503: Shopify retries, and nothing was acknowledged.
