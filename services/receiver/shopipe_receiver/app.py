@@ -215,7 +215,8 @@ class Receiver:
 
     def _build(self) -> Starlette:
         ops = ops_app(SERVICE, self.status, self.ready)
-        routes = [*ops.routes, Route(self.settings.webhook_path, self.webhook, methods=["POST"])]
+        # The webhook route first: routes are matched in order, and it takes nearly every request.
+        routes = [Route(self.settings.webhook_path, self.webhook, methods=["POST"]), *ops.routes]
         return Starlette(routes=routes, middleware=[Middleware(AccessLog)], lifespan=self.lifespan)
 
 
