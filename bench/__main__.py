@@ -37,6 +37,10 @@ class Profile:
     drain_limit: float = 45.0
     e2e_rate: float = 200.0
     soak_seconds: float = 300.0
+    # Workers of the end-to-end run: the chart's minimum (operator.minWorkers). A shorter run
+    # with one worker comes first, for comparison (0 skips it).
+    e2e_workers: int = 2
+    single_worker_seconds: float = 60.0
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -53,6 +57,7 @@ QUICK = Profile(
     drain_webhooks=1500,
     drain_limit=30.0,
     soak_seconds=30.0,
+    single_worker_seconds=0.0,
 )
 
 
@@ -117,10 +122,21 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
             results["drain"], worker = drain.run(
                 bench, receiver, p.drain_webhooks, p.drain_limit, done_file, **p.worker_env
             )
+            if "e2e" in phases and p.single_worker_seconds > 0:
+                log(f"end to end at {p.e2e_rate:g}/s, one worker, {p.single_worker_seconds:g} s")
+                results["e2e_single"] = e2e.run(
+                    bench, receiver, [worker], done_file, p.e2e_rate, p.single_worker_seconds
+                )
             if "e2e" in phases:
-                log(f"end to end at {p.e2e_rate:g}/s for {p.soak_seconds:g} s (memory soak)")
+                workers = [worker] + [
+                    bench.worker(done_file, **p.worker_env) for _ in range(p.e2e_workers - 1)
+                ]
+                log(
+                    f"end to end at {p.e2e_rate:g}/s, {len(workers)} workers,"
+                    f" {p.soak_seconds:g} s (memory soak)"
+                )
                 results["e2e"] = e2e.run(
-                    bench, receiver, worker, done_file, p.e2e_rate, p.soak_seconds
+                    bench, receiver, workers, done_file, p.e2e_rate, p.soak_seconds
                 )
     results["duration_s"] = time.monotonic() - t0
     results["meta"]["load_end"] = os.getloadavg()[0]

@@ -1,7 +1,8 @@
-"""End to end: a steady open-loop load (default 200 webhooks/s) through receiver and worker;
-latency from receipt (the receiver's ``received_at``) to handler done (``bench.handler``).
+"""End to end: a steady open-loop load (default 200 webhooks/s) through the receiver and the
+workers (two by default: the chart's minimum); latency from receipt (the receiver's
+``received_at``) to handler done (``bench.handler``).
 
-The same run is the memory soak: ``bench.memory.Sampler`` watches both processes meanwhile.
+The same run is the memory soak: ``bench.memory.Sampler`` watches every process meanwhile.
 Only webhooks received after the load started count, so the drain phase's backlog cannot blur
 the figure; a webhook handled twice counts once, at its first handling. One acknowledged but
 not handled within GRACE seconds of the end of the load counts as infinitely late.
@@ -39,25 +40,32 @@ def latencies(done_file: Path, since: float) -> list[float]:
 def run(
     bench: Bench,
     receiver: Server,
-    worker: Server,
+    workers: list[Server],
     done_file: Path,
     rate: float,
     seconds: float,
 ) -> dict[str, Any]:
-    before = processed(worker)
+    procs = {"receiver": receiver} | {
+        "worker" if i == 0 else f"worker {i + 1}": w for i, w in enumerate(workers)
+    }
+
+    def handled() -> float:
+        return sum(processed(w) for w in workers)
+
+    before = handled()
     segments = total(receiver.metrics(), SEGMENTS)
-    cpu = {"receiver": receiver.cpu(), "worker": worker.cpu()}
+    cpu = {k: p.cpu() for k, p in procs.items()}
     since, t0 = time.time(), time.monotonic()
-    with Sampler({"receiver": receiver, "worker": worker}) as sampler:
+    with Sampler(procs) as sampler:
         load = bench.load(
             receiver, concurrency=64, rate=rate, requests=int(rate * seconds) + 1, seconds=seconds
         )
     segments = total(receiver.metrics(), SEGMENTS) - segments
     wall = time.monotonic() - t0
-    cpu = {"receiver": receiver.cpu() - cpu["receiver"], "worker": worker.cpu() - cpu["worker"]}
+    cpu = {k: p.cpu() - cpu[k] for k, p in procs.items()}
     # Let the worker finish what was acknowledged (bounded): the tail belongs in the figure.
     deadline = time.monotonic() + GRACE
-    while processed(worker) - before < load["ok"] and time.monotonic() < deadline:
+    while handled() - before < load["ok"] and time.monotonic() < deadline:
         time.sleep(0.2)
     lat = latencies(done_file, since)
     # Acknowledged but not handled in time counts as an infinite latency, so a worker that
@@ -66,6 +74,7 @@ def run(
     return {
         "rate": rate,
         "seconds": seconds,
+        "workers": len(workers),
         "sent": load["sent"],
         "ok": load["ok"],
         "status": load["status"],

@@ -119,6 +119,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _workers(e2e: dict[str, Any]) -> str:
+    n = int(e2e.get("workers", 1))
+    return "one worker" if n == 1 else f"{n} workers"
+
+
 def _f(x: Any, digits: int = 1) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         x = float(x)
@@ -274,22 +279,24 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
         lines += [
             "## End to end and memory soak",
             "",
-            f"Open loop at {e2e['rate']:g} webhooks/s for {e2e['seconds']:g} s "
-            f"(achieved {_f(e2e['achieved_rps'])}/s, {e2e['ok']} acknowledged, "
+            f"Open loop at {e2e['rate']:g} webhooks/s for {e2e['seconds']:g} s with "
+            f"{_workers(e2e)} (achieved {_f(e2e['achieved_rps'])}/s, {e2e['ok']} acknowledged, "
             f"{e2e['handled']} handled, {_f(e2e.get('records_per_segment'))} records per "
             f"segment; CPU of one core: {cpu or '-'}). Latency from receipt to handler done; "
             "in the first row an acknowledged webhook not handled within 15 s of the end of the "
             "load counts as infinitely late.",
             "",
         ]
-        lines += _table(
-            ["", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"],
-            [
-                ["receipt → handler done, all acknowledged", *[_f(e[k]) for k in keys]],
-                ["receipt → handler done, handled only", *[_f(h.get(k)) for k in keys]],
-                ["ack (client, from due time)", *[_f(a[k]) for k in keys]],
-            ],
-        )
+        rows = [
+            ["receipt → handler done, all acknowledged", *[_f(e[k]) for k in keys]],
+            ["receipt → handler done, handled only", *[_f(h.get(k)) for k in keys]],
+            ["ack (client, from due time)", *[_f(a[k]) for k in keys]],
+        ]
+        one = results.get("e2e_single")
+        if one:
+            label = f"same, {_workers(one)}, {one['seconds']:g} s before the soak"
+            rows.append([label, *[_f(one["end_to_end"][k]) for k in keys]])
+        lines += _table(["", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"], rows)
         lines += _table(
             ["process", "peak RSS MB", "RSS early MB", "RSS late MB", "growth %", "slope MB/min"],
             [
@@ -322,8 +329,10 @@ HOW = """\
 - Drain: a backlog sent at 64 connections with no worker running, then one `shopipe worker`;
   S3 calls counted inside the worker process (`bench/handler.py`).
 - End to end: open-loop load; `bench/handler.py` records receipt and done time of each webhook.
-  RSS of both processes sampled from /proc each second during that run (the soak); growth
-  compares the median of the first fifth after warm-up with the last fifth.
+  Two workers, the chart's minimum (`operator.minWorkers`); a shorter run with one worker
+  comes first for comparison (one process's boto3 threads and event loop share one GIL).
+  RSS of every process sampled from /proc each second during the soak; growth compares the
+  median of the first fifth after warm-up with the last fifth.
 """
 
 

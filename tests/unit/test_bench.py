@@ -152,3 +152,15 @@ def test_report_renders_tables_and_plot(tmp_path: Path) -> None:
     assert "![results](results.png)" in text
     assert png.read_bytes().startswith(b"\x89PNG")
     assert "[FAIL] ingest vs naive design" in report.summary(results)
+
+
+def test_report_names_the_workers_and_the_one_worker_comparison(tmp_path: Path) -> None:
+    results = _results(2000.0)
+    results["e2e"]["workers"] = 2
+    single = dict(results["e2e"], workers=1, seconds=60.0)
+    single["end_to_end"] = summarise([0.3] * 100)
+    results["e2e_single"] = single
+    md, _ = report.write(results, tmp_path)
+    text = md.read_text()
+    assert "for 30 s with 2 workers" in text
+    assert "| same, one worker, 60 s before the soak | 300 | 300 | 300 | 300 | 300 |" in text
