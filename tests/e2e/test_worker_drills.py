@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.stream import announce
 
 from tests.e2e.pipeline import DRILL_WORKER_ENV
+from tests.worker_kit import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -161,15 +162,6 @@ class Drill:
         return not await self.store.list(segment.INCOMING)
 
 
-async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
-
-
 @pytest_asyncio.fixture
 async def drill(stack: Stack, tmp_path: Path) -> AsyncIterator[Drill]:
     d = Drill(stack, tmp_path)
@@ -186,7 +178,7 @@ async def test_a_worker_killed_mid_segment_is_finished_by_another(drill: Drill):
     ids = [f"k-{i}" for i in range(20)]
     w1 = drill.start_worker("w1")
     key = await drill.produce(ids, sleep=0.1)
-    await poll(lambda: _counted_at_least(drill, 3), 30, "w1 started the segment")
+    await wait_for(lambda: _counted_at_least(drill, 3), 30, "w1 started the segment")
     w1.signal(signal.SIGKILL)
     assert w1.wait(10) == -signal.SIGKILL
     partial = await drill.counts()
@@ -194,7 +186,7 @@ async def test_a_worker_killed_mid_segment_is_finished_by_another(drill: Drill):
     drill.start_worker("w2")
     got = await drill.wait_counted(ids, timeout=60)
     assert got == dict.fromkeys(ids, 1)
-    await poll(drill.incoming_empty, 10, "segment removed")
+    await wait_for(drill.incoming_empty, 10, "segment removed")
     assert not await drill.store.exists(key)
 
 
@@ -207,7 +199,7 @@ async def test_sigterm_drains_in_flight_work_and_exits_0(drill: Drill):
     ids = [f"t-{i}" for i in range(10)]
     w1 = drill.start_worker("w1")
     await drill.produce(ids, sleep=0.1)
-    await poll(lambda: _counted_at_least(drill, 1), 30, "w1 started the segment")
+    await wait_for(lambda: _counted_at_least(drill, 1), 30, "w1 started the segment")
     w1.signal(signal.SIGTERM)
     assert w1.wait(15) == 0
     # Finished within the drain deadline, not abandoned.
@@ -220,7 +212,7 @@ async def test_sigterm_past_the_drain_deadline_releases_work_to_another_worker(d
     ids = [f"r-{i}" for i in range(15)]
     w1 = drill.start_worker("w1", SHOPIPE_DRAIN_SECONDS="0.5", SHOPIPE_CLAIM_IDLE_SECONDS="30")
     await drill.produce(ids, sleep=0.2)
-    await poll(lambda: _counted_at_least(drill, 1), 30, "w1 started the segment")
+    await wait_for(lambda: _counted_at_least(drill, 1), 30, "w1 started the segment")
     w1.signal(signal.SIGTERM)
     assert w1.wait(15) == 0
     assert len(await drill.counts()) < len(ids)
@@ -273,7 +265,7 @@ async def test_master_killed_with_1000_webhooks_in_flight_then_failover_back(
     ids = [f"f-{i}" for i in range(1000)]
     for start in range(0, 500, 10):
         await drill.produce(ids[start : start + 10])
-    await poll(lambda: _counted_at_least(drill, 100), 60, "processing under way")
+    await wait_for(lambda: _counted_at_least(drill, 100), 60, "processing under way")
     st.kill_redis(first)
     # The receivers keep writing while the master is gone.
     for start in range(500, 1000, 10):
@@ -286,11 +278,11 @@ async def test_master_killed_with_1000_webhooks_in_flight_then_failover_back(
         want = f"{addr[0]}:{addr[1]}"
         return all(w.status().get("redis_master") == want for w in workers)
 
-    await poll(lambda: following(second), 20, "workers on the new master")
+    await wait_for(lambda: following(second), 20, "workers on the new master")
 
     # A second failover right after, back to the old node.
     await asyncio.to_thread(st.restart_redis, first)
-    await poll(lambda: asyncio.to_thread(_synced_replica, st, first), 40, "old node in sync")
+    await wait_for(lambda: asyncio.to_thread(_synced_replica, st, first), 40, "old node in sync")
     st.kill_redis(second)
     more = [f"g-{i}" for i in range(200)]
     for start in range(0, len(more), 10):
@@ -299,5 +291,5 @@ async def test_master_killed_with_1000_webhooks_in_flight_then_failover_back(
     assert back == first
     got = await drill.wait_counted(ids + more, timeout=90)
     assert got == dict.fromkeys(ids + more, 1)
-    await poll(lambda: following(first), 20, "workers back on the old node")
-    await poll(drill.incoming_empty, 30, "every segment removed")
+    await wait_for(lambda: following(first), 20, "workers back on the old node")
+    await wait_for(drill.incoming_empty, 30, "every segment removed")
