@@ -110,7 +110,9 @@ class Finisher:
                 removals = []
         if removals:
             try:
-                lost = await self._remove([i.key for i in removals if i.key is not None])
+                # One key twice (a re-announced segment finished by two entries): remove once.
+                keys = list(dict.fromkeys(i.key for i in removals if i.key is not None))
+                lost = await self._remove(keys)
             except Exception as e:
                 lost = {i.key: e for i in removals if i.key is not None}
             failed.update((i.entry_id, lost[i.key]) for i in removals if i.key in lost)
