@@ -63,7 +63,7 @@ def run(
     segments = total(receiver.metrics(), SEGMENTS) - segments
     wall = time.monotonic() - t0
     cpu = {k: p.cpu() - cpu[k] for k, p in procs.items()}
-    # Let the worker finish what was acknowledged (bounded): the tail belongs in the figure.
+    # Let the workers finish what was acknowledged (bounded): the tail belongs in the figure.
     deadline = time.monotonic() + GRACE
     while handled() - before < load["ok"] and time.monotonic() < deadline:
         time.sleep(0.2)

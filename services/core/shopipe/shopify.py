@@ -117,7 +117,7 @@ def _one(found: Mapping[str, list[str]], short: str, *, required: bool) -> str |
             raise HeaderError(canonical(short), "missing")
         return None
     # Both spellings may be sent; they must agree, else which one was signed-for is unknown.
-    if len(values) > 1 and any(v != values[0] for v in values[1:]):
+    if any(v != values[0] for v in values[1:]):
         raise HeaderError(canonical(short), "repeated with different values")
     return values[0].strip()
 

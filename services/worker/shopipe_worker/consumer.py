@@ -170,16 +170,13 @@ class Consumer:
                 )
                 done = Done(False, "retry")
             if not done.finished:
-                entry.retry_at = time.monotonic() + self.backoff(entry.attempt)
+                entry.retry_at = time.monotonic() + backoff(self.settings, entry.attempt)
                 self.waiting[entry.id] = entry
         finally:
             self.in_flight.pop(entry.id, None)
             self._tasks.pop(entry.id, None)
             m.IN_FLIGHT.set(len(self.in_flight))
             self._changed.set()
-
-    def backoff(self, attempt: int) -> float:
-        return backoff(self.settings, attempt)
 
     # --- maintenance -------------------------------------------------------------------------
 
