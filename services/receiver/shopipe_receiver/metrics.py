@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 from shopipe.metrics import REGISTRY, topic_label
 
@@ -54,5 +56,14 @@ ANNOUNCE_FAILURES = Counter(
 )
 
 
+# Label children by (topic label, outcome): ``labels()`` takes a lock and builds a key per call,
+# a dict lookup does not. Bounded: topic labels are (shopipe.metrics.MAX_TOPICS).
+_children: dict[tuple[str, str], Any] = {}
+
+
 def count(topic: str, outcome: str) -> None:
-    REQUESTS.labels(topic=topic_label(topic), outcome=outcome).inc()
+    key = (topic_label(topic), outcome)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = REQUESTS.labels(topic=key[0], outcome=outcome)
+    child.inc()
