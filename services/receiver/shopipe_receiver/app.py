@@ -44,8 +44,10 @@ def _error(status: int, message: str, **extra: str) -> tuple[int, bytes]:
     return status, json.dumps({"error": message, **extra}, separators=(",", ":")).encode()
 
 
-def _headers(payload: bytes) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+async def _send(send: Send, status: int, payload: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class Receiver:
@@ -173,22 +175,35 @@ class Receiver:
             await self.starlette(scope, receive, send)
 
     async def webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path: answer, then write the access line."""
         start = time.perf_counter()
         state: dict[str, str] = {}
-        status, payload = 500, b'{"error":"internal error"}'
+        status = 500
+        try:
+            status, payload = await self._outcome(scope, receive, state)
+            await _send(send, status, payload)
+        finally:
+            log_request(scope, status, start, state)
+
+    async def _routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Through Starlette: its AccessLog middleware writes the line, from ``scope["state"]``."""
+        status, payload = await self._outcome(scope, receive, scope.setdefault("state", {}))
+        await _send(send, status, payload)
+
+    async def _outcome(
+        self, scope: Scope, receive: Receive, state: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """The answer to one webhook, counted; ``state`` gets outcome, topic and record id."""
+        start = time.perf_counter()
         try:
             status, payload = await self._handle(scope, receive, time.time(), state)
-            metrics.count(state["topic"], state["outcome"])
-            metrics.REQUEST_SECONDS.observe(time.perf_counter() - start)
         except Exception:
             # A bug, never a payload: the traceback holds no body or header values.
             log.exception("webhook failed")
-        try:
-            headers = _headers(payload)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
-        finally:
-            log_request(scope, status, start, state)
+            return 500, b'{"error":"internal error"}'
+        metrics.count(state["topic"], state["outcome"])
+        metrics.REQUEST_SECONDS.observe(time.perf_counter() - start)
+        return status, payload
 
     async def _handle(
         self, scope: Scope, receive: Receive, received_at: float, state: dict[str, str]
@@ -255,7 +270,7 @@ class Receiver:
         ops = ops_app(SERVICE, self.status, self.ready)
         # Webhooks reach Starlette only when ``_asgi`` passes them on (a root_path, another
         # method: 405); the route keeps those answers Starlette's.
-        webhook = Route(self.settings.webhook_path, _Endpoint(self.webhook), methods=["POST"])
+        webhook = Route(self.settings.webhook_path, _Endpoint(self._routed), methods=["POST"])
         routes = [webhook, *ops.routes]
         return Starlette(routes=routes, middleware=[Middleware(AccessLog)], lifespan=self.lifespan)
 
