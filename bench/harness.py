@@ -102,6 +102,18 @@ def rss(pid: int) -> tuple[int, int]:
     return cur, peak
 
 
+def threads(pid: int) -> int:
+    """Threads of ``pid`` now (/proc/<pid>/status), 0 if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far (/proc/<pid>/stat fields 14 and 15)."""
     try:

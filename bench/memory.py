@@ -1,8 +1,9 @@
 """Memory: peak RSS of the receiver and the worker under load, and RSS over a soak.
 
-RSS comes from /proc/<pid>/status (VmRSS now, VmHWM the peak). A sampler thread reads both
-processes once a second while the end-to-end load runs; ``bench.stats.rss_growth`` then compares
-the start of the soak (after a warm-up fifth) with its end. Reading /proc costs microseconds, so
+RSS comes from /proc/<pid>/status (VmRSS now, VmHWM the peak; Threads beside it). A sampler
+thread reads every process once a second while the end-to-end load runs;
+``bench.stats.rss_growth`` then compares the start of the soak (after a warm-up fifth) with its
+end. Reading /proc costs microseconds, so
 the sampler does not disturb what it measures.
 """
 
@@ -12,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from bench.harness import Server
+from bench.harness import Server, threads
 from bench.stats import rss_growth
 
 
@@ -23,6 +24,9 @@ class Sampler:
         self.servers = servers
         self.interval = interval
         self.samples: dict[str, list[tuple[float, float]]] = {k: [] for k in servers}
+        # Thread counts, first and last sample: a pool that grows to its size late (each new
+        # thread brings a stack and a malloc arena) shows as RSS growth that then stops.
+        self.threads: dict[str, list[int]] = {k: [] for k in servers}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._t0 = 0.0
@@ -35,6 +39,7 @@ class Sampler:
                 cur, _peak = server.rss()
                 if cur:
                     self.samples[name].append((now, float(cur)))
+                    self.threads[name].append(threads(server.pid))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Sampler:
@@ -53,6 +58,7 @@ class Sampler:
             out[name] = {
                 "peak_rss_mb": server.rss()[1] / 2**20,
                 "samples": [(round(t, 2), round(r / 2**20, 2)) for t, r in samples],
+                "threads": [self.threads[name][0], self.threads[name][-1]] if samples else [],
                 **rss_growth(samples),
             }
         return out

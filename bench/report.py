@@ -298,7 +298,15 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
             rows.append([label, *[_f(one["end_to_end"][k]) for k in keys]])
         lines += _table(["", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"], rows)
         lines += _table(
-            ["process", "peak RSS MB", "RSS early MB", "RSS late MB", "growth %", "slope MB/min"],
+            [
+                "process",
+                "peak RSS MB",
+                "RSS early MB",
+                "RSS late MB",
+                "growth %",
+                "slope MB/min",
+                "threads first → last",
+            ],
             [
                 [
                     p,
@@ -307,6 +315,7 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
                     _f(m["late_mb"]),
                     _f(m["growth_pct"]),
                     _f(m["slope_mb_per_min"], 2),
+                    " → ".join(str(n) for n in m.get("threads", [])) or "-",
                 ]
                 for p, m in e2e["memory"].items()
             ],
