@@ -87,31 +87,26 @@ def total(samples: Mapping[str, float], name: str, **labels: str) -> float:
     return acc
 
 
-def rss(pid: int) -> tuple[int, int]:
-    """(current RSS, peak RSS) of ``pid`` in bytes, from /proc/<pid>/status (VmRSS, VmHWM)."""
-    cur = peak = 0
+def proc_status(pid: int) -> dict[str, int]:
+    """The numeric fields of /proc/<pid>/status (``VmRSS`` in kB, ``Threads``...), by name;
+    empty if the process is gone."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return 0, 0
+        return {}
+    out: dict[str, int] = {}
     for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            cur = int(line.split()[1]) * 1024
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
-    return cur, peak
+        name, _, rest = line.partition(":")
+        first = rest.split(maxsplit=1)[:1]
+        if first and first[0].isdigit():
+            out[name] = int(first[0])
+    return out
 
 
-def threads(pid: int) -> int:
-    """Threads of ``pid`` now (/proc/<pid>/status), 0 if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
+def rss(pid: int, status: dict[str, int] | None = None) -> tuple[int, int]:
+    """(current RSS, peak RSS) of ``pid`` in bytes (VmRSS, VmHWM); ``status`` if already read."""
+    fields = proc_status(pid) if status is None else status
+    return fields.get("VmRSS", 0) * 1024, fields.get("VmHWM", 0) * 1024
 
 
 def cpu_seconds(pid: int) -> float:

@@ -3,8 +3,7 @@
 RSS comes from /proc/<pid>/status (VmRSS now, VmHWM the peak; Threads beside it). A sampler
 thread reads every process once a second while the end-to-end load runs;
 ``bench.stats.rss_growth`` then compares the start of the soak (after a warm-up fifth) with its
-end. Reading /proc costs microseconds, so
-the sampler does not disturb what it measures.
+end. Reading /proc costs microseconds, so the sampler does not disturb what it measures.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from bench.harness import Server, threads
+from bench.harness import Server, proc_status, rss
 from bench.stats import rss_growth
 
 
@@ -36,10 +35,11 @@ class Sampler:
         while not self._stop.is_set():
             now = time.monotonic() - self._t0
             for name, server in self.servers.items():
-                cur, _peak = server.rss()
+                status = proc_status(server.pid)  # one read for RSS and threads
+                cur, _peak = rss(server.pid, status)
                 if cur:
                     self.samples[name].append((now, float(cur)))
-                    self.threads[name].append(threads(server.pid))
+                    self.threads[name].append(status.get("Threads", 0))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Sampler:
