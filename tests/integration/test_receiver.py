@@ -219,6 +219,22 @@ async def test_other_methods_and_paths(receiver: Running) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_webhook_routed_through_starlette_is_handled_the_same(
+    receiver: Running, bucket: Buffer
+) -> None:
+    # The fast path takes every POST to the webhook path; Starlette's route is the fallback
+    # (e.g. under a root_path). Call it directly: same checks, same durable write.
+    transport = httpx.ASGITransport(app=receiver.receiver.starlette)
+    path = receiver.receiver.settings.webhook_path
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as c:
+        bad = await c.post(path, content=BODY, headers=signed_headers("a/b", BODY, "wrong"))
+        resp = await c.post(path, content=BODY, headers=signed_headers("orders/paid", BODY, SECRET))
+    assert bad.status_code == 401
+    assert resp.status_code == 200
+    assert (await stored_record(bucket, resp.json()["id"])).body == BODY
+
+
+@pytest.mark.asyncio
 async def test_status_health_ready_and_metrics(receiver: Running) -> None:
     body = b'{"id": 6}'
     assert (await post(receiver.url, body, signed_headers("shop/redact", body, SECRET))).is_success

@@ -161,6 +161,17 @@ def test_record_headers_are_canonical_keep_extras_and_drop_signature() -> None:
     assert parse_headers(out) == parse_headers(raw)
 
 
+def test_raw_asgi_headers_group_like_decoded_ones() -> None:
+    pairs = [*GOOD.items(), ("Shopify-Topic", "orders/create"), ("Host", "x"), ("X-Other", "y")]
+    raw = [(k.lower().encode(), v.encode()) for k, v in pairs]
+    raw.append((b"x-shopify-note", "caf\u00e9".encode("latin-1")))  # HTTP header bytes: latin-1
+    found = shopify.shopify_headers_raw(raw)
+    assert found == shopify.shopify_headers([*pairs, ("X-Shopify-Note", "caf\u00e9")])
+    assert found["topic"] == ["orders/create", "orders/create"]
+    assert "other" not in found
+    assert "" not in shopify.shopify_headers_raw([(b"x-shopify-", b"v")])  # a bare prefix
+
+
 def test_every_sample_is_json() -> None:
     for topic in shopify.SAMPLE_TOPICS:
         assert isinstance(json.loads(shopify.sample(topic)), dict)

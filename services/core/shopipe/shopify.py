@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import AnyStr
 
 from shopipe.errors import PermanentError
 
@@ -32,6 +33,7 @@ TRIGGERED_AT = "triggered-at"
 EVENT_ID = "event-id"
 
 _PREFIXES = ("x-shopify-", "shopify-")
+_RAW_PREFIXES = (b"x-shopify-", b"shopify-")
 _TOPIC = re.compile(r"^[a-z0-9_]+(?:/[a-z0-9_]+){1,3}$")
 _SHOP = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.myshopify\.com$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -87,20 +89,33 @@ def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> bool:
 Found = dict[str, list[str]]  # Shopify headers by short name, values in order
 
 
-def shopify_headers(headers: Headers) -> Found:
-    """Every Shopify header by short name (``topic``, ``hmac-sha256``...), values in order.
-    Computed once per request: the signature, the checks and the record all read it."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    out: Found = {}
+def _grouped(
+    items: Iterable[tuple[AnyStr, AnyStr]], prefixes: tuple[AnyStr, ...]
+) -> dict[AnyStr, list[AnyStr]]:
+    out: dict[AnyStr, list[AnyStr]] = {}
     for raw_name, value in items:
         name = raw_name.lower()
-        if not name.startswith(_PREFIXES):  # most headers: one C call, no loop
+        if not name.startswith(prefixes):  # most headers: one C call, no loop
             continue
-        for prefix in _PREFIXES:
+        for prefix in prefixes:
             if name.startswith(prefix) and len(name) > len(prefix):
                 out.setdefault(name[len(prefix) :], []).append(value)
                 break
     return out
+
+
+def shopify_headers(headers: Headers) -> Found:
+    """Every Shopify header by short name (``topic``, ``hmac-sha256``...), values in order.
+    Computed once per request: the signature, the checks and the record all read it."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return _grouped(items, _PREFIXES)
+
+
+def shopify_headers_raw(headers: Iterable[tuple[bytes, bytes]]) -> Found:
+    """``shopify_headers`` of ASGI's raw headers: only the Shopify ones are decoded (latin-1,
+    as HTTP/1.1 defines header bytes)."""
+    grouped = _grouped(headers, _RAW_PREFIXES)
+    return {k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in grouped.items()}
 
 
 @functools.lru_cache(maxsize=256)  # bounded: the names come from requests
