@@ -302,3 +302,25 @@ async def test_access_log_is_json_without_body_signature_or_secret(
         assert "BODY-MARKER" not in line
         assert headers["X-Shopify-Hmac-Sha256"] not in line
         assert SECRET not in line
+
+
+@pytest.mark.asyncio
+async def test_idle_connections_close_after_the_configured_keepalive(stack: Stack) -> None:
+    """SHOPIPE_HTTP_KEEPALIVE_SECONDS reaches the server (uvicorn's own default is 5 s)."""
+    settings = settings_for(stack, SHOPIPE_HTTP_KEEPALIVE_SECONDS="1")
+    async with running(settings) as r:
+        host, port = settings.http_host, int(r.base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            await writer.drain()
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            answered = time.monotonic()
+            async with asyncio.timeout(10):
+                while await reader.read(4096):  # the small body, then EOF when closed
+                    pass
+            idle = time.monotonic() - answered
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert 0.5 < idle < 4, idle

@@ -110,6 +110,13 @@ class ReceiverSettings(CommonSettings):
     ready_storage_max_age_seconds: float = setting(
         30.0, unit="seconds", minimum=1, help="/readyz fails if storage has not answered since."
     )
+    http_keepalive_seconds: int = setting(
+        75,
+        unit="seconds",
+        minimum=1,
+        help="An idle client connection is closed after this. Keep it above the idle timeout of "
+        "the proxy in front (ingress-nginx: 60 s), or our close races its reuse: a 502.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,12 +133,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(app: Any, host: str, port: int, *, access_log: bool = False) -> OpsServer:
-    """Serve ``app`` in this loop; returns once it accepts connections."""
+async def serve(
+    app: Any, host: str, port: int, *, access_log: bool = False, **options: Any
+) -> OpsServer:
+    """Serve ``app`` in this loop; returns once it accepts connections. ``options`` go to
+    ``uvicorn.Config``."""
     sock = bind(host, port)
-    config = uvicorn.Config(
-        app, log_config=None, access_log=access_log, lifespan="off", timeout_graceful_shutdown=2
-    )
+    options.setdefault("timeout_graceful_shutdown", 2)
+    config = uvicorn.Config(app, log_config=None, access_log=access_log, lifespan="off", **options)
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"http:{port}")
     # Return only once uvicorn listens, so a caller may connect at once (bounded wait).

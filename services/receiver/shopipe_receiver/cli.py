@@ -45,6 +45,7 @@ def run_receiver(_: argparse.Namespace) -> int:
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=15,
+        timeout_keep_alive=settings.http_keepalive_seconds,
         http="httptools",  # C parser (a dependency); uvicorn's pure-Python h11 costs more CPU
     )
 

@@ -43,7 +43,12 @@ async def running(settings: ReceiverSettings) -> AsyncIterator[Running]:
     receiver = Receiver(settings)
     await receiver.start()
     try:
-        server = await serve(receiver.app, settings.http_host, settings.http_port)
+        server = await serve(
+            receiver.app,
+            settings.http_host,
+            settings.http_port,
+            timeout_keep_alive=settings.http_keepalive_seconds,
+        )
         try:
             await _listening(settings.http_host, server.port)
             base = f"http://{settings.http_host}:{server.port}"
