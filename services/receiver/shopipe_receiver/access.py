@@ -19,7 +19,7 @@ _FROM_STATE = ("outcome", "topic", "record")
 
 def log_request(scope: Scope, status: int, started: float, state: Mapping[str, Any]) -> None:
     """One access line; ``started`` is a ``time.perf_counter()`` reading."""
-    if not log.isEnabledFor(logging.INFO):  # the usual case under load: build nothing
+    if not log.isEnabledFor(logging.INFO):  # SHOPIPE_LOG_LEVEL=warning or above: build nothing
         return
     extra: dict[str, Any] = {
         "method": scope.get("method"),
