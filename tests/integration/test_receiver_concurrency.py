@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ N = 400
 CONNECTIONS = 100
 ONE = httpx.Limits(max_connections=1)
 # Unused on http://, but httpx loads the CA bundle for every client not given a context.
-TLS = ssl.create_default_context()
+TLS = httpx.create_ssl_context()
 
 
 @pytest.mark.asyncio
