@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tests mostly wait on servers (failovers, polls): more workers than the 2 cores pays off.
+# Each worker owns its stacks (free ports, own state dirs).
+TEST_WORKERS ?= 4
 
 .PHONY: dev test lint unit bench manifests images tools clean
 
@@ -26,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) tools lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -4,7 +4,8 @@
 - ``make_stack``: a private stack per call, for drills (kill the master, stop S3).
 Both use short Sentinel timings so failovers take seconds. At the end of the session no process
 the suite started may still be alive: every stack's spawn ledger is checked, and so is every
-process carrying this session's environment marker.
+process carrying this session's environment marker. Under pytest-xdist (`make test`) each worker
+is a session of its own, with its own stacks and marker.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ FAILOVER_TIMEOUT_MS = 3000
 # process started outside any process table is still found at the end. Not SHOPIPE_*: those
 # names are validated by shopipe.config.
 MARKER = "PYTEST_SHOPIPE_SESSION"
-os.environ.setdefault(MARKER, uuid.uuid4().hex)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each xdist worker is a session of its own: with the controller's marker inherited, one
+    # worker's end-of-session check would find (and kill) the stacks its siblings still run.
+    os.environ[MARKER] = uuid.uuid4().hex
+else:
+    os.environ.setdefault(MARKER, uuid.uuid4().hex)
+
+# In CI every server the suite needs is installed by .ci/run: a skip there hides a broken
+# install step, so it fails instead.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _STATE_DIRS: list[Path] = []
 
@@ -74,6 +84,15 @@ def _no_leaked_processes() -> Iterator[None]:
                 os.kill(pid, signal.SIGKILL)
     if leaked:
         pytest.fail("processes left running by the suite:\n  " + "\n  ".join(sorted(set(leaked))))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where nothing may be missing: {report.longrepr}"
+    return report
 
 
 def _new_stack(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> Stack:

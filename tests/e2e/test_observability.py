@@ -34,8 +34,10 @@ from shopipe.devstack.procs import ProcessTable
 from tests.conftest import _new_stack
 from tests.e2e.pipeline import Pipeline, exactly_once, until
 
+# One worker runs the module, so its module-scoped Prometheus stack is started once.
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.xdist_group("observability"),
     pytest.mark.skipif(
         prometheus.prometheus_binary() is None, reason="no prometheus binary (.ci/run installs it)"
     ),

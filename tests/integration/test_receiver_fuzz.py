@@ -18,7 +18,8 @@ from shopipe.config import ReceiverSettings, load_settings
 from shopipe.devstack import Stack
 from shopipe_receiver.server import running
 
-pytestmark = pytest.mark.integration
+# One worker runs the module, so its module-scoped receiver is started once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("receiver_fuzz")]
 
 SECRET = "fuzz-secret"
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
