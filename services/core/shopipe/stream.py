@@ -46,3 +46,7 @@ class Keys:
 
     def shop(self, shop: str) -> str:
         return f"{self.prefix}:shop:{shop}"
+
+    def redacted(self, shop: str) -> str:
+        """The shop's redaction tombstone: the version (microseconds) its data was erased at."""
+        return f"{self.prefix}:redacted:{shop}"
