@@ -288,6 +288,12 @@ async def test_a_shop_redaction_erases_its_objects_and_sticks(stack: Any):
             late = [rec for rec in await archived(k) if webhook_of(rec) == "a6"]
             assert len(late) == 1
             assert late[0].body == b""
+            # One that fails is dead-lettered without a copy of its body.
+            broken = body(updated_at=iso(before), email="late@example.com")  # no id
+            await k.produce([(headers("orders/updated", "a9", shop=shop), broken)])
+            await wait_for(lambda: settled(k), what="late failure settled")
+            assert await k.store.list(segment.DEAD_LETTER) == []
+            assert [key async for key in r.scan_iter(match=f"{k.keys.prefix}:dead:*")]
 
             # After a re-install, newer data is kept as usual.
             later = iso(time.time() + 5)
@@ -343,3 +349,59 @@ async def test_a_customer_redaction_sticks(kit: Kit):
         await kit.produce([(headers("customers/update", "c8"), body(id=3, updated_at=later))])
         await wait_for(lambda: settled(kit))
         assert await r.hget(st(shop, "customers", "3"), "body") is not None
+
+
+@pytest.mark.asyncio
+async def test_a_known_shop_id_must_match_too(kit: Kit):
+    shop = "demo.myshopify.com"
+    st = kit.keys.state(shop, "customers", "3")
+    r = await kit.master.get()
+    async with kit.running():
+        uninstall = body(id=11, myshopify_domain=shop, updated_at=iso(time.time() - 60))
+        await kit.produce(
+            [
+                (headers("app/uninstalled", "k1"), uninstall),
+                (headers("customers/update", "k2"), body(id=3, updated_at=iso(time.time()))),
+            ]
+        )
+        await wait_for(lambda: settled(kit))
+        assert await r.hget(kit.keys.shop(shop), "shop_id") == b"11"
+        forged = body(shop_id=12, shop_domain=shop, customer={"id": 3}, orders_to_redact=[])
+        await kit.produce([(headers("customers/redact", "k3"), forged)])
+        await wait_for(lambda: settled(kit))
+    assert await r.hget(st, "body") is not None
+    (doc,) = [json.loads(await kit.store.get(o.key)) for o in await kit.store.list("dead-letter/")]
+    assert doc["reason"] == "header_body_mismatch"
+
+
+@pytest.mark.asyncio
+async def test_two_shops_redacted_at_once_both_leave_a_shared_archive(kit: Kit):
+    from shopipe_worker import redaction
+
+    name = segment.new_name()
+    key = segment.processed_key(name)
+    shops = ["a.myshopify.com", "b.myshopify.com", "c.myshopify.com"]
+    records = [
+        Record(
+            segment.record_id(name, i),
+            time.time(),
+            headers("orders/create", f"w{i}", shop=s),
+            b"{}",
+        )
+        for i, s in enumerate(shops * 3)
+    ]
+    for shop in shops[:2]:
+        await redaction.note(kit.store, {shop}, key)
+    await kit.store.put_segment(key, segment.encode(records))
+    r = await kit.master.get()
+    await asyncio.gather(*(redaction.erase_shop(kit.store, r, kit.keys, s) for s in shops[:2]))
+    left = segment.decode(await kit.store.get(key))
+    assert [shop_of(rec) for rec in left] == ["c.myshopify.com"] * 3
+    for shop in shops[:2]:
+        assert await kit.store.list(f"index/shops/{shop}/") == []
+    # A segment that held only the redacted shop goes whole.
+    only = segment.processed_key(segment.new_name())
+    await redaction.note(kit.store, {"a.myshopify.com"}, only)
+    await kit.store.put_segment(only, segment.encode(records[:1]))
+    assert await redaction.erase_shop(kit.store, r, kit.keys, "a.myshopify.com") == 1
+    assert not await kit.store.exists(only)

@@ -20,17 +20,24 @@ so an entry cannot escape its shop's prefix. Records are attributed by their hea
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING
+
+from redis.exceptions import LockError
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.errors import TransientError
+from shopipe.stream import Keys
 
 from shopipe_worker.handlers import is_shop
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 INDEX = "index/shops/"
 COMPLIANCE = "compliance/"
-# Rounds of read-cut-write on one archived segment: another redaction may rewrite it at the
-# same time (two shops of one segment), so the cut is repeated until a read shows it done.
-_ROUNDS = 5
+# Longest hold of an archived segment's lock: one GET and one PUT of a segment.
+LOCK_SECONDS = 30.0
 
 
 def entry_key(shop: str, key: str) -> str:
@@ -38,10 +45,9 @@ def entry_key(shop: str, key: str) -> str:
 
 
 async def note(store: Buffer, shops: set[str], key: str) -> None:
-    """Enter ``key`` in the index of each of ``shops`` (before ``key`` is written)."""
-    for shop in sorted(shops):
-        if is_shop(shop):
-            await store.put(entry_key(shop, key), b"")
+    """Enter ``key`` in the index of each of ``shops`` (before ``key`` is written). One empty
+    PUT per shop, side by side (the store's pool bounds how many run at once)."""
+    await asyncio.gather(*(store.put(entry_key(s, key), b"") for s in sorted(shops) if is_shop(s)))
 
 
 def shop_of_record(record: segment.Record) -> str:
@@ -51,24 +57,30 @@ def shop_of_record(record: segment.Record) -> str:
     return ""
 
 
-async def _cut(store: Buffer, shop: str, key: str) -> None:
-    """Remove ``shop``'s records from the archived segment ``key``."""
-    for _ in range(_ROUNDS):
-        try:
-            records = segment.decode(await store.get(key))
-        except ObjectMissing:
-            return
-        kept = [r for r in records if shop_of_record(r) != shop]
-        if len(kept) == len(records):
-            return
-        if kept:
-            await store.put_segment(key, segment.encode(kept))
-        else:
-            await store.delete(key)
-    raise TransientError("archived segment kept being rewritten during a redaction")
+async def _cut(store: Buffer, r: Redis, keys: Keys, shop: str, key: str) -> None:
+    """Remove ``shop``'s records from the archived segment ``key``. Under a Redis lock per
+    segment: two redactions of shops sharing a segment would otherwise each write back the
+    records the other had cut (S3 has no compare-and-swap to catch it)."""
+    name = key[len(segment.PROCESSED) :]
+    lock = r.lock(keys.archive_lock(name), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS)
+    try:
+        async with lock:
+            try:
+                records = segment.decode(await store.get(key))
+            except ObjectMissing:
+                return
+            kept = [rec for rec in records if shop_of_record(rec) != shop]
+            if len(kept) == len(records):
+                return
+            if kept:
+                await store.put_segment(key, segment.encode(kept))
+            else:
+                await store.delete(key)
+    except LockError as e:
+        raise TransientError("archived segment busy with another redaction; retry") from e
 
 
-async def erase_shop(store: Buffer, shop: str) -> int:
+async def erase_shop(store: Buffer, r: Redis, keys: Keys, shop: str) -> int:
     """Erase every indexed object of ``shop`` and its compliance reports; how many objects
     were touched. Safe to run again."""
     touched = 0
@@ -83,7 +95,7 @@ async def erase_shop(store: Buffer, shop: str) -> int:
             if await store.exists(segment.incoming_key(name)) and not await store.exists(target):
                 # Done but not yet moved by its finisher: erase once it has been.
                 raise TransientError("a segment of the shop is being archived; retry")
-            await _cut(store, shop, target)
+            await _cut(store, r, keys, shop, target)
         elif target.startswith(segment.DEAD_LETTER):
             await store.delete(target)
         await store.delete(entry.key)

@@ -118,7 +118,7 @@ async def redact_shop(event: Event, ctx: Context) -> None:
     ctx.tx.delete(ctx.keys.shop(shop), *found)
     ctx.tx.eval(RAISE, 1, ctx.keys.redacted(shop), str(version))
     if ctx.store is not None:
-        await redaction.erase_shop(ctx.store, shop)
+        await redaction.erase_shop(ctx.store, ctx.redis, ctx.keys, shop)
 
 
 async def _held(ctx: Context, key: str) -> Any:
