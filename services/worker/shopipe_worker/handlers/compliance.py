@@ -17,7 +17,8 @@ shop id, when shopipe knows it from an ``app/uninstalled``): else ``HeaderBodyMi
   shop was redacted after the body's ``updated_at``.
 
 A redaction's version is the record's own time (``state.record_version``). Redis writes are
-queued on the record's transaction; the bucket writes are idempotent.
+queued on the record's transaction (``shop/redact`` also raises its tombstone at once, before it
+looks for the shop's keys); the bucket writes are idempotent.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ async def redact_customer(event: Event, ctx: Context) -> None:
 async def redact_shop(event: Event, ctx: Context) -> None:
     shop = await bound_shop(event, ctx)
     version, _ = record_version(event)
+    # The tombstone goes up first, outside the transaction (raising it is idempotent): a copy
+    # written before it is seen by the SCAN below, one written after it is refused. Queued on
+    # the transaction as well, so it is applied with the markers whatever happens to this one.
+    await ctx.redis.eval(RAISE, 1, ctx.keys.redacted(shop), str(version))
     # The shop domain was checked against a strict pattern: it holds no glob character.
     pattern = ctx.keys.state(shop, "*", "*")
     found = [key async for key in ctx.redis.scan_iter(match=pattern, count=_SCAN_COUNT)]
