@@ -300,7 +300,7 @@ async def test_compliance_topics_remove_exactly_the_right_keys(kit: Kit):
         redact = body(shop_domain=SHOP, customer={"id": 1}, orders_to_redact=[10, 11])
         await kit.produce([(headers("customers/redact", "cr", shop=SHOP), redact)])
         await wait_for(lambda: settled(kit))
-        # The redacted copies stay as tombstones without a body (test_worker_replay.py).
+        # The redacted copies stay as tombstones without a body (test_worker_redaction.py).
         redacted = {st(SHOP, "customers", "1"), st(SHOP, "orders", "10"), st(SHOP, "orders", "11")}
         assert await held() == {
             *redacted,
