@@ -9,8 +9,9 @@ from shopipe_worker.ledger import marker_keys
 pytestmark = pytest.mark.unit
 
 
-def event(headers) -> Event:
-    return Event.from_record(Record("0000000000001-0123456789abcdef.seg:3", 100.0, headers, b"{}"))
+def event(headers, received_at: float = 100.0) -> Event:
+    rec = Record("0000000000001-0123456789abcdef.seg:3", received_at, headers, b"{}")
+    return Event.from_record(rec)
 
 
 def test_parse_time_understands_offsets_and_zulu():
@@ -20,12 +21,32 @@ def test_parse_time_understands_offsets_and_zulu():
 
 
 def test_version_prefers_updated_at_then_triggered_at_then_receive_time():
-    ev = event({"X-Shopify-Triggered-At": "2025-01-01T00:00:01Z"})
     at = parse_time("2025-01-01T00:00:00Z")
     assert at is not None
+    ev = event({"X-Shopify-Triggered-At": "2025-01-01T00:00:01Z"}, received_at=at + 60)
     assert version_of(ev, {"updated_at": "2025-01-01T00:00:00Z"})[0] == int(at * 1_000_000)
     assert version_of(ev, {})[0] == int((at + 1) * 1_000_000)
     assert version_of(event({}), {"updated_at": "garbage"}) == (100_000_000, "")
+
+
+def test_an_unsigned_time_counts_only_near_the_receive_time():
+    at = parse_time("2025-01-01T00:00:00Z")
+    assert at is not None
+    received = int(at * 1_000_000)
+
+    def version(triggered: str) -> int:
+        return version_of(event({"X-Shopify-Triggered-At": triggered}, received_at=at), {})[0]
+
+    # A far-future time (which would freeze the copy against every real update) is ignored...
+    assert version("2999-01-01T00:00:00Z") == received
+    assert version("2025-01-01T00:05:01Z") == received  # just past the clock-skew allowance
+    assert version("2025-01-01T00:04:59Z") == received + 299 * 1_000_000
+    # ...while an earlier time (Shopify's retries come hours later) orders copies, within 48 h.
+    assert version("2024-12-31T00:00:00Z") == received - 24 * 3600 * 1_000_000
+    assert version("2024-12-29T23:59:59Z") == received
+    # The signed body's own time always wins.
+    ev = event({"X-Shopify-Triggered-At": "2999-01-01T00:00:00Z"}, received_at=at)
+    assert version_of(ev, {"updated_at": "2030-01-01T00:00:00Z"})[1] == "2030-01-01T00:00:00Z"
 
 
 def test_identity_of_inventory_levels_is_item_and_location():

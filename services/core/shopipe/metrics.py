@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from shopipe import __version__
+from shopipe.topics import PUBLISHED
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -34,20 +35,18 @@ REDIS_RECONNECTS = Counter(
 
 _current_master: dict[str, str] = {}
 
-# Shopify's topics are a fixed set, but the topic header is unsigned and a forged one could
-# invent new labels: past this many distinct topics, the rest are counted as "other".
-MAX_TOPICS = 200
-_topics: set[str] = set()
+# The topic header is unsigned: a label taken from it as it comes would let forged topics add
+# series without bound. Shopify's published topics (shopipe.topics) are labels; anything else is
+# "other". "unknown" is the receiver's label for a request refused before its topic was read.
+UNKNOWN = "unknown"
+OTHER = "other"
 
 
 def topic_label(topic: str) -> str:
-    """A bounded-cardinality label for ``topic``."""
-    if topic in _topics:
+    """A bounded-cardinality label for ``topic``: a published Shopify topic, or ``other``."""
+    if topic in PUBLISHED or topic == UNKNOWN:
         return topic
-    if len(_topics) < MAX_TOPICS and topic:
-        _topics.add(topic)
-        return topic
-    return "other"
+    return OTHER
 
 
 def set_build_info(service: str) -> None:

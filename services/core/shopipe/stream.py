@@ -46,3 +46,11 @@ class Keys:
 
     def shop(self, shop: str) -> str:
         return f"{self.prefix}:shop:{shop}"
+
+    def archive_lock(self, name: str) -> str:
+        """Held while a redaction rewrites the archived segment ``name``."""
+        return f"{self.prefix}:lock:archive:{name}"
+
+    def redacted(self, shop: str) -> str:
+        """The shop's redaction tombstone: the version (microseconds) its data was erased at."""
+        return f"{self.prefix}:redacted:{shop}"

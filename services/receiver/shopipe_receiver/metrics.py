@@ -57,7 +57,7 @@ ANNOUNCE_FAILURES = Counter(
 
 
 # Label children by (topic label, outcome): ``labels()`` takes a lock and builds a key per call,
-# a dict lookup does not. Bounded, as topic labels are (shopipe.metrics.MAX_TOPICS).
+# a dict lookup does not. Bounded, as topic labels are (shopipe.topics.PUBLISHED + other).
 _children: dict[tuple[str, str], Any] = {}
 
 

@@ -57,3 +57,9 @@ OLDEST_SECONDS = Gauge(
     "Age of the oldest segment under incoming/.",
     registry=REGISTRY,
 )
+HEADER_BODY_MISMATCH = Counter(
+    "shopipe_worker_header_body_mismatch",
+    "Destructive deliveries whose signed body does not support their headers (not applied).",
+    ["topic"],
+    registry=REGISTRY,
+)

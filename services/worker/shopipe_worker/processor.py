@@ -26,9 +26,12 @@ from shopipe.metrics import topic_label
 from shopipe.sentinel import MasterClient
 from shopipe.stream import Keys
 
-from shopipe_worker import ledger
+from shopipe_worker import ledger, redaction
 from shopipe_worker import metrics as m
 from shopipe_worker.events import Event
+from shopipe_worker.handlers import is_shop
+from shopipe_worker.handlers.binding import HeaderBodyMismatch, guard, is_destructive
+from shopipe_worker.handlers.state import body_version
 from shopipe_worker.registry import Registry
 
 log = get_logger(__name__)
@@ -56,7 +59,18 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:2000]
 
 
-def dead_letter_body(event: Event, key: str, error: str, attempts: int) -> dict[str, Any]:
+def reason_of(e: BaseException, permanent: bool) -> str:
+    """Why a record was dead-lettered: the error's own ``reason`` (e.g.
+    ``header_body_mismatch``), else ``permanent`` or ``attempts``."""
+    reason = getattr(e, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    return "permanent" if permanent else "attempts"
+
+
+def dead_letter_body(
+    event: Event, key: str, error: str, attempts: int, reason: str = ""
+) -> dict[str, Any]:
     return {
         "record_id": event.record_id,
         "segment": key,
@@ -65,6 +79,7 @@ def dead_letter_body(event: Event, key: str, error: str, attempts: int) -> dict[
         "webhook_id": event.webhook_id,
         "event_id": event.event_id,
         "error": error,
+        "reason": reason,
         "attempts": attempts,
         "received_at": event.received_at,
         "dead_lettered_at": time.time(),
@@ -117,6 +132,8 @@ class Processor:
             settled += await self._records(events[start : start + BATCH_RECORDS], key, attempt)
         if settled < len(records):
             return Done(False, "retry")
+        if self.settings.archive:
+            await self._before_archive(key, events, records)
         m.SEGMENTS.labels(outcome="done").inc()
         return Done(True, "done")  # the caller removes the object (shopipe_worker.finisher)
 
@@ -127,6 +144,9 @@ class Processor:
         work: list[ledger.Work] = []
         for event in events:
             handlers = self.registry.handlers_for(event.topic)
+            if handlers and is_destructive(event.topic):
+                # Before any handler, the user's too: the signed body must support the headers.
+                handlers = [("binding", guard), *handlers]
             if handlers:
                 work.append((event, handlers))
             else:
@@ -187,8 +207,11 @@ class Processor:
                     "permanent": permanent,
                 },
             )
+            if isinstance(e, HeaderBodyMismatch):
+                m.HEADER_BODY_MISMATCH.labels(topic=topic).inc()
             if permanent or attempt >= s.max_attempts:
-                await self._dead_record(event, key, describe(e), attempt)
+                reason = reason_of(e, permanent)
+                await self._dead_record(event, key, describe(e), attempt, reason)
                 m.RECORDS.labels(topic=topic, outcome="dead_lettered").inc()
                 return True
             return False
@@ -200,9 +223,18 @@ class Processor:
             m.RECORDS.labels(topic=topic, outcome="duplicate").inc()
         return True
 
-    async def _dead_record(self, event: Event, key: str, error: str, attempts: int) -> None:
-        body = dead_letter_body(event, key, error, attempts)
-        await self.store.put_json(segment.dead_letter_key(event.record_id), body)
+    async def _dead_record(
+        self, event: Event, key: str, error: str, attempts: int, reason: str
+    ) -> None:
+        dead_key = segment.dead_letter_key(event.record_id)
+        if await self._redacted(event):
+            # The shop's data was erased after this record was made: no copy of its body.
+            log.warning("record of a redacted shop dead-lettered without its body")
+        else:
+            # Indexed before it is written: shop/redact finds it without listing the bucket.
+            await redaction.note(self.store, {event.shop}, dead_key)
+            body = dead_letter_body(event, key, error, attempts, reason)
+            await self.store.put_json(dead_key, body)
         ttl = self.settings.dedup_ttl_seconds
         await self.master.call(
             lambda r: ledger.mark_dead(r, self.keys, event.record_id, ttl=ttl),
@@ -212,6 +244,37 @@ class Processor:
             "record dead-lettered",
             extra={"record": event.record_id, "topic": topic_label(event.topic)},
         )
+
+    async def _redactions(self, shops: set[str]) -> dict[str, int]:
+        """The redaction version of each of ``shops`` that has one."""
+        names = sorted(s for s in shops if is_shop(s))
+        if not names:
+            return {}
+        keys = [self.keys.redacted(s) for s in names]
+        raw = await self.master.call(lambda r: r.mget(keys), deadline=self.deadline)
+        return {s: int(v) for s, v in zip(names, raw, strict=True) if v is not None}
+
+    async def _redacted(self, event: Event) -> bool:
+        """True when ``event``'s shop was redacted at or after the version of its body."""
+        since = (await self._redactions({event.shop})).get(event.shop)
+        return since is not None and since >= body_version(event)
+
+    async def _before_archive(
+        self, key: str, events: list[Event], records: list[segment.Record]
+    ) -> None:
+        """Index the segment under each of its shops, and blank the bodies of records whose
+        shop was redacted after them, before the finisher moves it under ``processed/``."""
+        shops = {ev.shop for ev in events}
+        await redaction.note(self.store, shops, segment.processed_key(segment.name_of(key)))
+        since = await self._redactions(shops)
+        if not since:
+            return
+        blanked = [
+            redaction.blank(rec) if ev.shop in since and since[ev.shop] >= body_version(ev) else rec
+            for ev, rec in zip(events, records, strict=True)
+        ]
+        if blanked != records and await self.store.exists(key):
+            await self.store.put_segment(key, segment.encode(blanked))
 
     async def _dead_segment(self, key: str, name: str, e: Exception) -> None:
         dead = segment.dead_segment_key(name)

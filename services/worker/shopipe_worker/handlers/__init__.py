@@ -17,8 +17,12 @@ COMPLIANCE_TOPICS = frozenset(
 )
 
 
+def is_shop(text: str) -> bool:
+    return len(text) <= 255 and _SHOP.match(text) is not None
+
+
 def shop_of(event: Event) -> str:
-    if not _SHOP.match(event.shop) or len(event.shop) > 255:
+    if not is_shop(event.shop):
         raise BadPayload("webhook has no valid shop domain")
     return event.shop
 

@@ -1,19 +1,26 @@
 """The latest copy of each resource in Redis: ``<prefix>:state:<shop>:<kind>:<id>`` (a hash of
 ``updated_at``, ``version``, ``topic``, ``body``).
 
-Shopify delivers out of order, so a copy is written only when its version (the payload's
-``updated_at``, else the triggered-at header, else the receive time) is newer than the stored
-one. The compare and the write are one Lua script queued on the record's transaction: a
-concurrent older update can neither slip in between nor apply without the done-markers.
-``*/delete`` (and ``inventory_levels/disconnect``) replace the copy with a tombstone (its
-version, ``deleted`` and no body) that expires after a week: without it, an update delivered
-after the delete would bring the resource back.
+Shopify delivers out of order, so a copy is written only when its version is newer than the
+stored one. The version comes from the signed body (``updated_at``); only when the body has none
+does the unsigned ``X-Shopify-Triggered-At`` count, and only within a bounded window around the
+record's ``received_at`` (else the receive time): a forged far-future time cannot freeze a copy.
+The compare and the write are one Lua script queued on the record's transaction: a concurrent
+older update can neither slip in between nor apply without the done-markers.
+
+``*/delete`` (and ``inventory_levels/disconnect``), with a deletion-shaped body
+(``handlers.binding``), replace the copy with a tombstone (its version, ``deleted`` and no body)
+that expires after a week: without it, an update delivered after the delete would bring the
+resource back. A redaction (``handlers.compliance``) leaves tombstones too, kept for good: the
+shop's ``<prefix>:redacted:<shop>`` and, for a customer's copies, ``redacted`` state hashes.
+No write here brings back data at or below a redaction's version.
 """
 
 from __future__ import annotations
 
 from shopipe_worker.events import BadPayload, Event
 from shopipe_worker.handlers import COMPLIANCE_TOPICS, parse_time, resource_id, shop_of
+from shopipe_worker.handlers.binding import check_deletion, removes
 from shopipe_worker.registry import Context, Registry
 
 KINDS = (
@@ -28,12 +35,18 @@ KINDS = (
     "refunds",
     "locations",
 )
-REMOVING = frozenset({"delete", "disconnect"})
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600  # longer than Shopify's retries and reorderings last
+# How far X-Shopify-Triggered-At may lie from the receive time and still order copies: back
+# over Shopify's retry window (48 h), forward only by clock skew. Outside it, the receive time.
+TRIGGERED_BEFORE_SECONDS = 48 * 3600
+TRIGGERED_AFTER_SECONDS = 300
 
-# KEYS[1] state key; ARGV: version (integer microseconds), updated_at text, topic, body.
+# KEYS[1] state key, KEYS[2] shop redaction; ARGV: version (integer microseconds), updated_at
+# text, topic, body.
 CAS = """
+local redacted = redis.call('GET', KEYS[2])
+if redacted and tonumber(redacted) >= tonumber(ARGV[1]) then return 0 end
 local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
@@ -42,10 +55,14 @@ redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at', ARGV[2], 'topic', 
 return 1
 """
 
-# KEYS[1] state key; ARGV: version, updated_at text, topic, tombstone lifetime (seconds).
-# A delete always wins (Shopify cannot update a deleted resource); the tombstone keeps the
-# highest version seen, so any copy delivered late is older and ignored.
+# KEYS[1] state key, KEYS[2] shop redaction; ARGV: version, updated_at text, topic, tombstone
+# lifetime (seconds). A delete always wins over a copy (Shopify cannot update a deleted
+# resource); the tombstone keeps the highest version seen, so any copy delivered late is older
+# and ignored. A redaction's tombstone is kept as it is (no expiry put on it).
 TOMBSTONE = """
+local redacted = redis.call('GET', KEYS[2])
+if redacted and tonumber(redacted) >= tonumber(ARGV[1]) then return 0 end
+if redis.call('HGET', KEYS[1], 'redacted') then return 0 end
 local cur = redis.call('HGET', KEYS[1], 'version')
 local version = ARGV[1]
 if cur and tonumber(cur) > tonumber(version) then version = cur end
@@ -65,29 +82,58 @@ def identity(kind: str, payload: dict[str, object]) -> str:
     return resource_id(payload.get("id"), "id")
 
 
-def version_of(event: Event, payload: dict[str, object]) -> tuple[int, str]:
-    """(microseconds, text) of the payload's version."""
-    for text in (payload.get("updated_at"), event.triggered_at):
-        if isinstance(text, str) and text:
-            at = parse_time(text)
-            if at is not None:
-                return int(at * 1_000_000), text
+def record_version(event: Event) -> tuple[int, str]:
+    """(microseconds, text) of the record's own time: ``X-Shopify-Triggered-At`` when it lies
+    within the bounded window around ``received_at``, else ``received_at``."""
+    at = parse_time(event.triggered_at) if event.triggered_at else None
+    if at is not None and (
+        event.received_at - TRIGGERED_BEFORE_SECONDS
+        <= at
+        <= event.received_at + TRIGGERED_AFTER_SECONDS
+    ):
+        return int(at * 1_000_000), event.triggered_at
     return int(event.received_at * 1_000_000), ""
+
+
+def version_of(event: Event, payload: dict[str, object]) -> tuple[int, str]:
+    """(microseconds, text) of the payload's version: its signed ``updated_at``, else the
+    record's bounded time (``record_version``)."""
+    text = payload.get("updated_at")
+    if isinstance(text, str) and text:
+        at = parse_time(text)
+        if at is not None:
+            return int(at * 1_000_000), text
+    return record_version(event)
+
+
+def body_version(event: Event) -> int:
+    """``version_of`` for any record, its body JSON or not (microseconds)."""
+    try:
+        payload = event.json()
+    except BadPayload:
+        payload = None
+    return version_of(event, payload if isinstance(payload, dict) else {})[0]
 
 
 async def apply_state(event: Event, ctx: Context) -> None:
     if event.topic in COMPLIANCE_TOPICS:
         return
-    kind, _, action = event.topic.partition("/")
+    kind, _, _ = event.topic.partition("/")
     payload = event.json_object()
-    key = ctx.keys.state(shop_of(event), kind, identity(kind, payload))
-    version, text = version_of(event, payload)
-    if action in REMOVING:
-        ctx.tx.eval(TOMBSTONE, 1, key, str(version), text, event.topic, str(TOMBSTONE_SECONDS))
+    shop = shop_of(event)
+    redacted = ctx.keys.redacted(shop)
+    if removes(event.topic):
+        check_deletion(event, payload)
+        key = ctx.keys.state(shop, kind, identity(kind, payload))
+        version, text = version_of(event, payload)
+        args = (str(version), text, event.topic, str(TOMBSTONE_SECONDS))
+        ctx.tx.eval(TOMBSTONE, 2, key, redacted, *args)
         return
     if "id" not in payload and kind != "inventory_levels":
         raise BadPayload(f"{kind} payload has no id")
-    ctx.tx.eval(CAS, 1, key, str(version), text, event.topic, event.body)
+    key = ctx.keys.state(shop, kind, identity(kind, payload))
+    version, text = version_of(event, payload)
+    ctx.tx.eval(CAS, 2, key, redacted, str(version), text, event.topic, event.body)
 
 
 def register(registry: Registry) -> None:
