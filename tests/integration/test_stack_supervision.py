@@ -21,6 +21,7 @@ from shopipe.devstack import Stack
 from shopipe.devstack.info import fmt
 from shopipe.devstack.procs import ProcRecord
 from shopipe.devstack.redis import Address, client
+from shopipe.devstack.services import spawn_service, wait_healthy
 from shopipe.devstack.supervisor import Backoff
 
 pytestmark = pytest.mark.integration
@@ -131,17 +132,24 @@ def test_a_killed_master_comes_back_as_a_replica_twice_in_a_row(
         assert f"restarts 1, last exit {SIGKILL_EXIT}" in lines[name]
 
 
-def test_a_killed_sentinel_and_s3_come_back(make_stack: Callable[..., Stack]) -> None:
+def test_a_killed_sentinel_s3_and_service_come_back(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(supervise=True, backoff=FAST)
-    pids = {name: _record(stack, name).pid for name in ("sentinel-1", "s3")}
+    info = stack.info
+    receiver = spawn_service(stack.table, info, "receiver")
+    wait_healthy(stack.table, receiver, info.bind)
+    pids = {name: _record(stack, name).pid for name in ("sentinel-1", "s3", "receiver")}
     for pid in pids.values():
         os.kill(pid, signal.SIGKILL)
     for name, pid in pids.items():
         _poll(f"{name} restarted", _restarted(stack, name, pid))
         assert _record(stack, name).restarts == 1
+    # Serving again: the Sentinel knows its peers, the bucket is there, the receiver answers
+    # on its port with the environment it had (its secrets included).
     for comp in stack.components:
         if comp.name in ("sentinels", "s3"):
-            comp.wait_ready(time.monotonic() + 60)  # serving again: peers known, bucket there
+            comp.wait_ready(time.monotonic() + 60)
+    wait_healthy(stack.table, receiver, info.bind, timeout=60)
+    assert _record(stack, "receiver").meta["port"] == str(receiver.port)
 
 
 def test_without_supervision_a_killed_process_stays_dead(make_stack: Callable[..., Stack]) -> None:
