@@ -104,6 +104,7 @@ def test_dev_up_prints_the_summary_and_dev_down_stops_everything(stack_dir: Path
             f"bucket {info.s3_bucket}",
             str(info.log_dir),
             "shopipe dev down",
+            "supervision     restarts what dies after 10 s doubling to 120 s",
         ):
             assert expected in out
         for secret in (info.redis_password, info.s3_secret_key, info.shopify_secret):

@@ -235,7 +235,15 @@ def _print_summary(
         + (f" (access key {info.s3_access_key})" if show_secrets else ""),
     ]
     lines += [f"  {s.name:<15} {s.url(info.bind)}  pid {s.pid}" for s in started]
+    b = stack.supervisor.backoff if stack.supervisor else None
     lines += [
+        "  supervision     "
+        + (
+            f"restarts what dies after {b.initial:g} s doubling to {b.cap:g} s"
+            " (restarts in `shopipe dev status`)"
+            if b
+            else "off: what dies stays dead"
+        ),
         prometheus.summary_line(stack),
         f"  logs            {info.log_dir}",
         f'  shell env       eval "$(shopipe dev env --state-dir {info.state_dir})"',
