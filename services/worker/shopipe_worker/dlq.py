@@ -150,7 +150,7 @@ class Replay:
         todo: list[segment.Record] = []
         done: list[str] = []
         for dl in items:
-            rec = _with_identity(dl.record())
+            rec = with_identity(dl.record())
             event = Event.from_record(rec)
             is_done = await self.master.call(
                 partial(ledger.is_done, keys=self.keys, event=event), deadline=self.deadline
@@ -223,12 +223,13 @@ class Replay:
         return report
 
 
-def _with_identity(rec: segment.Record) -> segment.Record:
-    """The record with a webhook id: its own, else ``record:<its id>``, the done-marker the
-    original had. Every copy a replay writes then shares that marker."""
-    if any(k.lower() == H_WEBHOOK_ID for k in rec.headers):
+def with_identity(rec: segment.Record) -> segment.Record:
+    """The record with a webhook id: its own, else (absent or empty) ``record:<its id>``, the
+    done-marker the original had. Every copy a replay writes then shares that marker."""
+    if Event.from_record(rec).webhook_id:
         return rec
-    headers = {**rec.headers, "X-Shopify-Webhook-Id": f"record:{rec.id}"}
+    headers = {k: v for k, v in rec.headers.items() if k.lower() != H_WEBHOOK_ID}
+    headers["X-Shopify-Webhook-Id"] = f"record:{rec.id}"
     return segment.Record(rec.id, rec.received_at, headers, rec.body)
 
 
