@@ -104,6 +104,7 @@ def test_dev_up_prints_the_summary_and_dev_down_stops_everything(stack_dir: Path
             f"bucket {info.s3_bucket}",
             str(info.log_dir),
             "shopipe dev down",
+            "supervision     restarts what dies after 10 s doubling to 120 s",
         ):
             assert expected in out
         for secret in (info.redis_password, info.s3_secret_key, info.shopify_secret):
@@ -113,6 +114,22 @@ def test_dev_up_prints_the_summary_and_dev_down_stops_everything(stack_dir: Path
         assert status.returncode == 0, status.stdout + status.stderr
         assert "sentinel-2" in status.stdout
         assert "DEAD" not in status.stdout
+
+        # `shopipe dev` supervises: a killed process is restarted (after its backoff, 10 s).
+        killed = ProcessTable(stack_dir).get("sentinel-2")
+        assert killed is not None
+        os.kill(killed.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline:
+            status = _shopipe("dev", "status", "--state-dir", str(stack_dir))
+            line = next(ln for ln in status.stdout.splitlines() if "sentinel-2" in ln)
+            if "running" in line and "restarts 1" in line:
+                break
+            time.sleep(0.5)
+        assert "running" in line
+        assert "restarts 1, last exit signal 9 (SIGKILL)" in line
+        assert status.returncode == 0
 
         again = _shopipe("dev", "up", "--state-dir", str(stack_dir), "--no-services")
         assert again.returncode == 1

@@ -88,24 +88,36 @@ async def test_backlog_reports_stream_and_bucket(cli: Env):
     assert doc["oldest_seconds"] >= 10
 
 
+async def dead_letter(cli: Env, ev: Event) -> None:
+    doc = dead_letter_body(ev, segment.incoming_key(ev.record_id.split(":")[0]), "Error: x", 8)
+    await cli.store.put_json(segment.dead_letter_key(ev.record_id), doc)
+
+
+async def replayed_webhook_ids(cli: Env) -> list[str]:
+    out = []
+    for obj in await cli.store.list(segment.INCOMING):
+        out += [
+            r.headers["x-shopify-webhook-id"] for r in segment.decode(await cli.store.get(obj.key))
+        ]
+    return sorted(out)
+
+
 @pytest.mark.asyncio
 async def test_dlq_list_and_replay_by_topic(cli: Env):
     s = cli.settings
     name = segment.new_name()
-    events = [
-        Event.from_record(record(name, i, topic, wid))
-        for i, (topic, wid) in enumerate([("orders/create", "a"), ("products/update", "b")])
-    ]
+    plan = [("orders/create", "a"), ("products/update", "b"), ("orders/create", "c")]
+    events = [Event.from_record(record(name, i, t, w)) for i, (t, w) in enumerate(plan)]
     for ev in events:
-        doc = dead_letter_body(ev, segment.incoming_key(name), "RuntimeError: x", 8)
-        await cli.store.put_json(segment.dead_letter_key(ev.record_id), doc)
+        await dead_letter(cli, ev)
     r = await cli.master.get()
     done_a = Keys(s.key_prefix).done_webhook(events[0].shop, events[0].topic, "a")
-    await r.set(done_a, "old")  # replay must clear it
+    await r.set(done_a, "old")  # a delivery of `a` took effect meanwhile (Shopify's retry)
 
     listed = cli.run("dlq", "list")
     assert listed.returncode == 0, listed.stderr
     assert sorted(json.loads(line)["topic"] for line in listed.stdout.splitlines()) == [
+        "orders/create",
         "orders/create",
         "products/update",
     ]
@@ -113,12 +125,28 @@ async def test_dlq_list_and_replay_by_topic(cli: Env):
 
     replayed = cli.run("dlq", "replay", "--topic", "orders/create")
     assert replayed.returncode == 0, replayed.stderr
-    assert "1/1" in replayed.stderr
+    assert "2/2" in replayed.stderr
+    assert f"already done, skipped: {events[0].record_id}" in replayed.stderr
+    assert "replayed 1 records" in replayed.stderr
     left = [json.loads(line)["topic"] for line in cli.run("dlq", "list").stdout.splitlines()]
     assert left == ["products/update"]
-    assert not await r.exists(done_a)
-    new = await cli.store.list(segment.INCOMING)
-    assert len(new) == 1
-    records = segment.decode(await cli.store.get(new[0].key))
-    assert [rec.headers["x-shopify-webhook-id"] for rec in records] == ["a"]
+    assert await r.get(done_a) == b"old"  # the done-marker is kept
+    assert await replayed_webhook_ids(cli) == ["c"]
     assert await r.xlen(s.stream) == 1
+
+
+@pytest.mark.asyncio
+async def test_dlq_replay_of_a_done_record_needs_force_and_says_so(cli: Env):
+    s = cli.settings
+    ev = Event.from_record(record(segment.new_name(), 0, "orders/create", "a"))
+    await dead_letter(cli, ev)
+    r = await cli.master.get()
+    done = Keys(s.key_prefix).done_webhook(ev.shop, ev.topic, "a")
+    await r.set(done, "old")
+
+    forced = cli.run("dlq", "replay", "--force", ev.record_id)
+    assert forced.returncode == 0, forced.stderr
+    assert f"already done, run again (--force): {ev.record_id}" in forced.stderr
+    assert "--force: 1 records that were already done ran again" in forced.stderr
+    assert not await r.exists(done)  # forced: the record takes effect again
+    assert await replayed_webhook_ids(cli) == ["a"]

@@ -119,7 +119,7 @@ async def test_a_permanent_failure_is_dead_lettered_then_replayed(kit: Kit):
             kit.settings, kit.master, kit.store, dead, lambda d, t: seen.append((d, t))
         )
         assert seen[-1] == (1, 1)
-        await wait_for(lambda: gone(kit, new[0]), what="replayed segment processed")
+        await wait_for(lambda: gone(kit, new.segments[0]), what="replayed segment processed")
     assert await kit.counts() == {"ok": 1, "bad": 1}
     assert await dlq.list_dead(kit.store) == []
 

@@ -104,19 +104,35 @@ def dlq_replay(args: argparse.Namespace) -> int:
         return 2
     s = _settings()
 
-    async def go(master: MasterClient, store: Buffer) -> int:
+    async def go(master: MasterClient, store: Buffer) -> dlq.Report | None:
         items = await dlq.list_dead(store, args.topic)
         if args.record_ids:
             wanted = set(args.record_ids)
             items = [dl for dl in items if dl.record_id in wanted]
         if not items:
-            print("nothing to replay", file=sys.stderr)
-            return 0
-        await dlq.replay(s, master, store, items, progress_bar)
-        return len(items)
+            return None
+        return await dlq.replay(s, master, store, items, progress_bar, force=args.force)
 
-    n = asyncio.run(_with_clients(s, go))
-    print(f"replayed {n} records", file=sys.stderr)
+    report = asyncio.run(_with_clients(s, go))
+    if report is None:
+        print("nothing to replay", file=sys.stderr)
+        return 0
+    for rid in report.already_done:
+        print(f"already done, skipped: {rid}", file=sys.stderr)
+    for rid in report.forced:
+        print(f"already done, run again (--force): {rid}", file=sys.stderr)
+    print(f"replayed {len(report.replayed) + len(report.forced)} records", file=sys.stderr)
+    if report.already_done:
+        print(
+            f"{len(report.already_done)} records were already done and were not run again; "
+            "their dead letters are removed (--force runs a done record's handlers again)",
+            file=sys.stderr,
+        )
+    if report.forced:
+        print(
+            f"--force: {len(report.forced)} records that were already done ran again",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -137,4 +153,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp.add_argument("record_ids", nargs="*", help="Record ids to replay.")
     rp.add_argument("--topic", help="Replay every record of this topic.")
     rp.add_argument("--all", action="store_true", help="Replay every dead-lettered record.")
+    rp.add_argument(
+        "--force",
+        action="store_true",
+        help="Also run records that are already done again (their handlers apply twice).",
+    )
     rp.set_defaults(func=dlq_replay)

@@ -165,6 +165,17 @@ async def mark_dead(r: Redis, keys: Keys, record_id: str, *, ttl: int) -> None:
     await r.set(keys.dead(record_id), str(int(time.time())), ex=ttl)
 
 
+async def is_done(r: Redis, keys: Keys, event: Event) -> bool:
+    """True when a delivery of ``event`` (this record, Shopify's retry, a replay) took effect."""
+    return any(v is not None for v in await r.mget(marker_keys(keys, event)))
+
+
+async def clear_dead(r: Redis, keys: Keys, record_id: str) -> int:
+    """Forget that the record was dead-lettered; its done-markers stay (a replay keeps them)."""
+    return int(await r.delete(keys.dead(record_id)))
+
+
 async def clear(r: Redis, keys: Keys, event: Event) -> int:
-    """Forget that ``event`` was done or dead so a replay processes it again."""
+    """Forget that ``event`` was done or dead, so it takes effect again: only for a replay the
+    operator forced (`shopipe dlq replay --force`)."""
     return int(await r.delete(*marker_keys(keys, event), keys.dead(event.record_id)))

@@ -8,6 +8,9 @@
     stack.restart_redis(old); stack.stop_s3(); stack.start_s3()
     stack.stop()
 
+``Stack(..., supervise=True)`` restarts what dies, as `shopipe dev` does (see ``supervisor``);
+the default leaves a killed process dead, as drills expect.
+
 Another process reaches the same stack through its state dir: ``StackInfo.load(state_dir)``,
 ``ProcessTable(state_dir)`` and ``shopipe.devstack.services.spawn_service``.
 """

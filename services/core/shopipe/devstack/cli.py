@@ -54,6 +54,12 @@ def _add_up_flags(p: argparse.ArgumentParser, sub: bool) -> None:
     arg("--receiver-port", type=int, default=0, help="receiver port (default: a free one)")
     arg("--no-services", action="store_true", default=False, help="infrastructure only")
     arg("--fresh", action="store_true", default=False, help="wipe Redis, Sentinel, S3 data")
+    arg(
+        "--no-supervise",
+        action="store_true",
+        default=False,
+        help="leave a process that dies dead (default: restart it with backoff, as the kubelet)",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser, sub: bool) -> None:
@@ -151,6 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             s3=args.s3_port,
         ),
         fresh=args.fresh,
+        supervise=not args.no_supervise,
     )
     prometheus.add(stack)  # scrapes every process, loads the chart's alerts; needs the binary
     print(f"shopipe dev: starting the stack in {state_dir} ...", flush=True)
@@ -228,7 +235,15 @@ def _print_summary(
         + (f" (access key {info.s3_access_key})" if show_secrets else ""),
     ]
     lines += [f"  {s.name:<15} {s.url(info.bind)}  pid {s.pid}" for s in started]
+    b = stack.supervisor.backoff if stack.supervisor else None
     lines += [
+        "  supervision     "
+        + (
+            f"restarts what dies after {b.initial:g} s doubling to {b.cap:g} s"
+            " (restarts in `shopipe dev status`)"
+            if b
+            else "off: what dies stays dead"
+        ),
         prometheus.summary_line(stack),
         f"  logs            {info.log_dir}",
         f'  shell env       eval "$(shopipe dev env --state-dir {info.state_dir})"',
@@ -285,14 +300,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     for rec in table.records():
         alive = table.alive(rec.name)
         ok = ok and alive
-        port = f" port {rec.meta['port']}" if "port" in rec.meta else ""
-        print(f"  {rec.name:<12} {'running' if alive else 'DEAD':<8} pid {rec.pid}{port}")
+        print(f"  {rec.name:<12} {'running' if alive else 'DEAD':<8} {_proc_details(rec, alive)}")
     master = agreed_master(list(info.sentinels), info.master_name)
     print(f"  master        {fmt(master) if master else 'unknown'} ({info.master_name})")
     print(f"  sentinels     {', '.join(fmt(a) for a in info.sentinels)}")
     print(f"  s3            {info.s3_endpoint} bucket {info.s3_bucket}")
     print(f"  logs          {info.log_dir}")
     return 0 if ok and table.records() else 1
+
+
+def _proc_details(rec: ProcRecord, alive: bool) -> str:
+    """pid, port, and what the supervisor did: restarts, how the last run ended, when the
+    next restart is due."""
+    out = f"pid {rec.pid}" + (f" port {rec.meta['port']}" if "port" in rec.meta else "")
+    if rec.restarts or rec.last_exit:
+        out += f"  restarts {rec.restarts}, last exit {rec.last_exit or 'unknown'}"
+    if not alive and rec.restart_at:
+        out += f", restart in {max(0.0, rec.restart_at - time.time()):.0f} s"
+    return out
 
 
 def cmd_env(args: argparse.Namespace) -> int:

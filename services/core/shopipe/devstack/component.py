@@ -39,6 +39,9 @@ class Component:
     def stop_timeout(self) -> float:
         return 5.0
 
+    def before_restart(self, proc: str) -> None:
+        """Called by the supervisor before it starts ``proc`` again after it died."""
+
     def stop(self) -> None:
         for name in reversed(self.process_names()):
             self.table.stop(name, self.stop_timeout())

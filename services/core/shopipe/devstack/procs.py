@@ -15,6 +15,7 @@ import json
 import os
 import signal as _sig
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,10 @@ class ProcRecord:
     seq: int  # spawn order (ns clock), so stop_all can go in reverse
     exe: str = ""  # /proc/<pid>/exe at spawn
     meta: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {"port": "8080"}
+    # Kept by the supervisor (shopipe.devstack.supervisor), shown by `shopipe dev status`.
+    restarts: int = 0
+    last_exit: str = ""  # how the previous run ended, e.g. "signal 9 (SIGKILL)"
+    restart_at: float = 0.0  # wall clock of the restart due, while the process is down
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -49,6 +54,30 @@ class ProcRecord:
         raw = json.loads(text)
         raw["argv"] = tuple(raw["argv"])
         return cls(**raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """How a process was started, so the supervisor can start it again exactly so. In memory
+    only: the environment holds secrets."""
+
+    pid: int
+    argv: tuple[str, ...]
+    env: dict[str, str] | None
+    cwd: Path | None
+    meta: dict[str, str]
+    umask: int
+
+
+def describe_exit(code: int | None) -> str:
+    """A Popen return code in words: "exit 3", "signal 9 (SIGKILL)", or "unknown"."""
+    if code is None:
+        return "unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {-code} ({_sig.Signals(-code).name})"
+        return f"signal {-code}"
+    return f"exit {code}"
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -103,6 +132,10 @@ class ProcessTable:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Children of this process, so that their exit status is collected (no zombies).
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._exits: dict[int, int] = {}  # pid -> return code of children reaped
+        self._specs: dict[str, Spec] = {}  # name -> how this table last started it
+        # The supervisor's thread spawns and reaps too.
+        self._lock = threading.RLock()
 
     def _file(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -132,9 +165,31 @@ class ProcessTable:
         return sorted(out, key=lambda r: r.seq)
 
     def _reap_children(self) -> None:
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
+        with self._lock:
+            for pid, child in list(self._children.items()):
+                code = child.poll()
+                if code is not None:
+                    del self._children[pid]
+                    self._exits[pid] = code
+
+    def exit_status(self, rec: ProcRecord) -> str:
+        """How the process of ``rec`` ended, if this table started it and it has."""
+        self._reap_children()
+        with self._lock:
+            return describe_exit(self._exits.get(rec.pid))
+
+    def spec(self, name: str) -> Spec | None:
+        """How this table started ``name``, if it did (a process other tables start is
+        theirs to restart)."""
+        with self._lock:
+            return self._specs.get(name)
+
+    def stopping(self, name: str) -> bool:
+        """True while someone stops ``name`` on purpose: the supervisor leaves it alone."""
+        return self._stop_mark(name).exists()
+
+    def _stop_mark(self, name: str) -> Path:
+        return self._file(name).with_suffix(".stopping")
 
     def alive(self, name: str) -> bool:
         self._reap_children()
@@ -148,10 +203,31 @@ class ProcessTable:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         meta: Mapping[str, str] | None = None,
+        *,
+        umask: int = -1,
+        restarts: int = 0,
+        last_exit: str = "",
     ) -> int:
-        """Start ``argv`` in its own session, output appended to logs/<name>.log; return pid."""
+        """Start ``argv`` in its own session, output appended to logs/<name>.log; return pid.
+        ``umask`` (-1: ours) is the child's; ``restarts`` and ``last_exit`` are the
+        supervisor's, kept in the record."""
+        with self._lock:
+            return self._spawn(name, argv, env, cwd, meta, umask, restarts, last_exit)
+
+    def _spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        cwd: Path | None,
+        meta: Mapping[str, str] | None,
+        umask: int,
+        restarts: int,
+        last_exit: str,
+    ) -> int:
         if self.alive(name):
             raise ProcessError(f"process {name} is already running")
+        self._stop_mark(name).unlink(missing_ok=True)  # left by a stop that was cut off
         log_path = self.log_path(name)
         with open(log_path, "ab") as log:
             log.write(f"--- shopipe dev: starting {name} at {time.ctime()} ---\n".encode())
@@ -166,6 +242,7 @@ class ProcessTable:
                     cwd=cwd,
                     start_new_session=True,  # own process group: stop kills its children too
                     close_fds=True,
+                    umask=umask,
                 )
             except OSError as e:
                 raise ProcessError(f"cannot start {name}: {e.strerror} ({argv[0]})") from e
@@ -180,12 +257,26 @@ class ProcessTable:
             argv=tuple(argv),
             log=str(log_path),
             seq=time.monotonic_ns(),
+            restarts=restarts,
+            last_exit=last_exit,
         )
         self._write(rec)
+        self._specs[name] = Spec(
+            child.pid, tuple(argv), dict(env) if env is not None else None, cwd,
+            dict(meta or {}), umask,
+        )  # fmt: skip
         with open(self.dir / LEDGER, "a") as ledger:
             ledger.write(json.dumps({"name": name, "pid": rec.pid, "starttime": rec.starttime}))
             ledger.write("\n")
         return child.pid
+
+    def update(self, rec: ProcRecord) -> None:
+        """Rewrite the record of a process (the supervisor's fields), if it is still the
+        current one: a stop or a new spawn meanwhile wins."""
+        with self._lock:
+            now = self.get(rec.name)
+            if now is not None and now.pid == rec.pid and not self.stopping(rec.name):
+                self._write(rec)
 
     def _write(self, rec: ProcRecord) -> None:
         path = self._file(rec.name)
@@ -223,6 +314,8 @@ class ProcessTable:
         rec = self.get(name)
         if rec is None:
             return
+        mark = self._stop_mark(name)
+        mark.touch()  # before the signal: its exit is not a crash to restart from
         if is_ours(rec):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(rec.pid, sig)
@@ -237,6 +330,7 @@ class ProcessTable:
         self._reap_children()
         with contextlib.suppress(FileNotFoundError):
             self._file(name).unlink()
+        mark.unlink(missing_ok=True)
 
     def stop_many(self, names: Sequence[str], timeout: float = 5.0) -> None:
         """Stop several processes at once (SIGTERM to all, one shared deadline, then
@@ -245,6 +339,7 @@ class ProcessTable:
         for name in names:
             rec = self.get(name)
             if rec is not None and is_ours(rec):
+                self._stop_mark(name).touch()
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(rec.pid, _sig.SIGTERM)
                 live.append(name)

@@ -16,7 +16,7 @@ from redis.retry import Retry
 
 from shopipe.devstack.component import Component
 from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import StackError
+from shopipe.devstack.state import PRIVATE_UMASK, StackError, write_private
 
 Address = tuple[str, int]
 
@@ -109,9 +109,9 @@ class RedisNode(Component):
         conf = self.home / "redis.conf"
         # Rewritten at each start: Sentinel's CONFIG REWRITE of a past run must not decide
         # the role; the stack does.
-        conf.write_text(self.config_text())
-        conf.chmod(0o600)
-        self.table.spawn(self.name, [self.binary or redis_binary(), str(conf)])
+        write_private(conf, self.config_text())
+        argv = [self.binary or redis_binary(), str(conf)]
+        self.table.spawn(self.name, argv, umask=PRIVATE_UMASK)
 
     def check(self) -> str | None:
         try:

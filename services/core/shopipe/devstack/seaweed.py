@@ -214,6 +214,9 @@ class Seaweed(Component):
         super().stop()
         self._client = None
         if not self.table.alive(self.name):
-            for sock in self.ports.sockets():
-                with contextlib.suppress(FileNotFoundError):
-                    sock.unlink()
+            self.before_restart(self.name)
+
+    def before_restart(self, proc: str) -> None:
+        for sock in self.ports.sockets():  # left behind by a killed weed
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()

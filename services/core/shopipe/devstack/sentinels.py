@@ -10,6 +10,7 @@ import redis
 from shopipe.devstack.component import Component
 from shopipe.devstack.procs import ProcessTable
 from shopipe.devstack.redis import Address, client, redis_binary
+from shopipe.devstack.state import PRIVATE_UMASK, write_private
 
 QUORUM = 2
 
@@ -98,9 +99,9 @@ class Sentinels(Component):
             conf = home / "sentinel.conf"
             # A fresh file each start: Sentinel rewrites it with what it learnt (other
             # sentinels, replicas, epochs) and that must not leak from a previous run.
-            conf.write_text(self.config_text(addr, str(home)))
-            conf.chmod(0o600)
-            self.table.spawn(name, [binary, str(conf), "--sentinel"])
+            write_private(conf, self.config_text(addr, str(home)))
+            argv = [binary, str(conf), "--sentinel"]
+            self.table.spawn(name, argv, umask=PRIVATE_UMASK)
 
     def check(self) -> str | None:
         """Every Sentinel names the same master and knows the replica and its two peers:

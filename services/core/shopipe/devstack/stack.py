@@ -8,6 +8,7 @@ the others are awaited at the end, so SeaweedFS (the slow one) starts first and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import signal as _signal
 import time
@@ -24,6 +25,7 @@ from shopipe.devstack.redis import RedisNode, client
 from shopipe.devstack.seaweed import Seaweed, WeedPorts
 from shopipe.devstack.sentinels import Sentinels, agreed_master
 from shopipe.devstack.state import StackError, free_ports, pick
+from shopipe.devstack.supervisor import Backoff, Supervisor
 
 ComponentFactory = Callable[[ProcessTable, StackInfo], Component]
 PORT_ATTEMPTS = 3
@@ -51,7 +53,12 @@ class Stack:
         bucket: str = "shopipe",
         fresh: bool = False,
         redis_binary: str | None = None,
+        supervise: bool = False,
+        backoff: Backoff | None = None,
     ) -> None:
+        """``supervise``: restart processes that die (``shopipe.devstack.supervisor``), as
+        `shopipe dev` does. Off by default, so that the test suite's drills find a killed
+        process still dead until they restart it; a drill that wants it on says so."""
         self.state_dir = Path(state_dir).resolve()
         self.sentinel_down_after_ms = sentinel_down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
@@ -67,6 +74,9 @@ class Stack:
         self._info: StackInfo | None = None
         self._factories: list[ComponentFactory] = []
         self._log_marks: dict[str, int] = {}  # log sizes when the current attempt began
+        self.supervise = supervise
+        self.backoff = backoff
+        self.supervisor: Supervisor | None = None
 
     # --- life cycle ---
 
@@ -145,6 +155,8 @@ class Stack:
                     continue
                 raise
             self.timings["total"] = time.monotonic() - t0
+            if self.supervise:
+                self._supervise()
             return info
         raise AssertionError("unreachable")
 
@@ -173,6 +185,15 @@ class Stack:
             raise
         return info
 
+    def _supervise(self) -> None:
+        hooks = {
+            name: functools.partial(comp.before_restart, name)
+            for comp in self.components
+            for name in comp.process_names()
+        }
+        self.supervisor = Supervisor(self.table, self.backoff, before_restart=hooks)
+        self.supervisor.start()
+
     def _lost_a_port_race(self) -> bool:
         if self.ports != Ports():
             return False
@@ -191,6 +212,9 @@ class Stack:
     def stop(self) -> None:
         """Stop every process: pipeline processes first (last started first), then the
         components in reverse order, then anything else recorded in the table."""
+        if self.supervisor is not None:
+            self.supervisor.stop()  # first: what stops now must stay stopped
+            self.supervisor = None
         owned = {n for c in self.components for n in c.process_names()}
         others = [r.name for r in reversed(self.table.records()) if r.name not in owned]
         self.table.stop_many(others, 5.0)
@@ -250,7 +274,8 @@ class Stack:
         if signal in (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT):
             if not self.table.wait_exit(node.name, 10.0):
                 raise StackError(f"{node.name} did not exit after signal {signal}")
-            self.table.forget(node.name)
+            if self.supervisor is None:
+                self.table.forget(node.name)  # supervised, it is a crash to come back from
         return node.addr
 
     def restart_redis(self, which: int | Address | str, timeout: float = 15.0) -> Address:

@@ -36,6 +36,20 @@ def read_or_create_secret(state_dir: Path, name: str, nbytes: int = 24) -> str:
     return value
 
 
+# Given to Redis and Sentinel: their CONFIG REWRITE (Sentinel's on every failover) replaces the
+# config file, which holds passwords, with a new one of mode 0644 & ~umask.
+PRIVATE_UMASK = 0o077
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` with mode 0600, never readable by others, not even for an instant (an
+    existing file keeps its mode on open: fchmod before writing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)
+        f.write(text)
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """``n`` distinct ports free right now on ``host``.
 
