@@ -19,12 +19,12 @@ pytestmark = pytest.mark.integration
 async def test_killing_the_master_promotes_the_replica(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
     info = stack.info
-    old, replica = info.redis_nodes
+    old, *replicas = info.redis_nodes
     assert stack.current_master() == old
 
     assert stack.kill_redis(old, signal.SIGKILL) == old
-    new = stack.wait_failover(old, timeout=30)
-    assert new == replica
+    replica = stack.wait_failover(old, timeout=30)
+    assert replica in replicas
     for s in info.sentinels:
         with client(s, None) as r:
             got = r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", info.master_name)
