@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from redis.exceptions import ResponseError
 from shopipe import segment
@@ -161,8 +162,10 @@ async def wait_for(
 
 
 @pytest_asyncio.fixture
-async def kit(stack: Stack) -> AsyncIterator[Kit]:
-    k = Kit(stack)
+async def kit(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    """Settings overrides come from indirect parametrization:
+    ``@pytest.mark.parametrize("kit", [{"SHOPIPE_X": "v"}], indirect=True)``."""
+    k = Kit(stack, **getattr(request, "param", {}))
     await k.store.ensure_bucket()
     try:
         yield k

@@ -8,6 +8,17 @@ concurrent older update can neither slip in between nor apply without the done-m
 ``*/delete`` (and ``inventory_levels/disconnect``) replace the copy with a tombstone (its
 version, ``deleted`` and no body) that expires after a week: without it, an update delivered
 after the delete would bring the resource back.
+
+A copy keeps the body only when asked (``SHOPIPE_STATE_BODIES``), and every copy expires
+``SHOPIPE_STATE_TTL_SECONDS`` (24 h) after its last write. Bodies of every resource a shop ever
+touched, with no TTL, filled a 1 GiB Redis at ~80k orders; a week of bodies at 5 webhooks/s
+would be ~30 GB. What the copy is needed for, the version guard against out-of-order
+deliveries, needs only the version and only for Shopify's retry window (4 h): a copy without
+its body is ~200 B, and a day of them at 5 webhooks/s is under 100 MB. Redis is not the record
+of a shop's resources (Shopify is; ``SHOPIPE_ARCHIVE`` keeps every webhook in the bucket), and
+holding no bodies also means holding no customer data to leak or redact. Ask for bodies when
+a handler or an app reads them, with Redis sized for them (docs/operations.md, sizing);
+``customers/data_request`` then reports them.
 """
 
 from __future__ import annotations
@@ -32,13 +43,15 @@ REMOVING = frozenset({"delete", "disconnect"})
 
 TOMBSTONE_SECONDS = 7 * 24 * 3600  # longer than Shopify's retries and reorderings last
 
-# KEYS[1] state key; ARGV: version (integer microseconds), updated_at text, topic, body.
+# KEYS[1] state key; ARGV: version (integer microseconds), updated_at text, topic, lifetime
+# (seconds), then the body if it is kept.
 CAS = """
 local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at', ARGV[2], 'topic', ARGV[3],
-           'body', ARGV[4])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at', ARGV[2], 'topic', ARGV[3])
+if ARGV[5] then redis.call('HSET', KEYS[1], 'body', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
@@ -87,7 +100,9 @@ async def apply_state(event: Event, ctx: Context) -> None:
         return
     if "id" not in payload and kind != "inventory_levels":
         raise BadPayload(f"{kind} payload has no id")
-    ctx.tx.eval(CAS, 1, key, str(version), text, event.topic, event.body)
+    s = ctx.settings
+    body = (event.body,) if s.state_bodies else ()
+    ctx.tx.eval(CAS, 1, key, str(version), text, event.topic, str(s.state_ttl_seconds), *body)
 
 
 def register(registry: Registry) -> None:
