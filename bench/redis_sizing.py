@@ -90,6 +90,7 @@ def run(
     bench.stop_server(receiver)
     grown = int(after["used_memory"]) - int(before["used_memory"])
     return {
+        "asked": n,
         "webhooks": accepted,
         "processed": done,
         "used_before": int(before["used_memory"]),
@@ -126,7 +127,8 @@ def markdown(m: dict[str, Any]) -> list[str]:
     return [
         "## Redis memory",
         "",
-        f"{m['webhooks']} webhooks through a receiver and a worker with the default settings "
+        f"{m['webhooks']} webhooks (of {m.get('asked', m['webhooks'])} asked, in the time "
+        "limit) through a receiver and a worker with the default settings "
         f"({m['processed']:g} processed): `used_memory` {m['used_before'] / mb:.1f} → "
         f"{m['used_after'] / mb:.1f} MB (fragmentation {m['fragmentation_after']:.2f}, maxmemory "
         f"{m['maxmemory'] / mb:.0f} MB); {m['done_markers']} done-markers, {m['state_copies']} "
