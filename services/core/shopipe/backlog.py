@@ -4,8 +4,8 @@ operator's scaler.
 Stream side: entries not yet delivered to the group (``lag``) and entries delivered but not
 acknowledged (``pending``). The group's own ``lag`` (XINFO GROUPS) is entries-added minus
 entries-read, two counters that go wrong after failovers and trims: after two graceful failovers a
-new master reported a lag of 946 with nothing pending and nothing in ``incoming/``, and an
-operator that believed it kept three idle workers. So the lag counter is never trusted: the
+new master reported a lag of ~946 with nothing pending and nothing in ``incoming/``, and the
+operator believing it scaled from 1 to 4 idle workers. So the lag counter is never trusted: the
 undelivered entries are counted, bounded by ``cap``, with XRANGE after the group's
 last-delivered-id, which is what the workers will really read next. When the group is up to
 date that range is empty and costs one round trip.
