@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, drain, e2e, ingest, report
+from bench import baselines, drain, e2e, ingest, redis_sizing, report
 from bench.harness import Bench
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,9 @@ class Profile:
     # with one worker comes first, for comparison (0 skips it).
     e2e_workers: int = 2
     single_worker_seconds: float = 60.0
+    memory_webhooks: int = 100_000
+    memory_bodies: int = 2_000
+    memory_limit: float = 240.0
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -64,6 +67,9 @@ QUICK = Profile(
     drain_limit=30.0,
     soak_seconds=30.0,
     single_worker_seconds=0.0,
+    memory_webhooks=5_000,
+    memory_bodies=500,
+    memory_limit=60.0,
 )
 
 
@@ -101,6 +107,17 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
     load = {"seconds": p.level_seconds}
     with Bench() as bench:
         log(f"stack up in {bench.stack.timings.get('total', 0):.1f} s ({bench.dir})")
+        if "memory" in phases:
+            # First, on an empty Redis, with its own receiver and workers, stopped after it.
+            log(f"Redis memory: {p.memory_webhooks} webhooks through the pipeline")
+            results["memory"] = redis_sizing.run(
+                bench,
+                p.memory_webhooks,
+                p.memory_bodies,
+                p.memory_limit,
+                bench.dir / "done-memory.txt",
+                **p.worker_env,
+            )
         if "baselines" in phases:
             base: dict[str, Any] = {}
             log("HTTP ceiling: bare Starlette")
@@ -180,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--phases",
-        default="baselines,ingest,drain,e2e",
-        help="comma separated subset of baselines,ingest,drain,e2e",
+        default="baselines,ingest,drain,e2e,memory",
+        help="comma separated subset of baselines,ingest,drain,e2e,memory",
     )
     ap.add_argument(
         "--report-only", type=Path, metavar="JSON", help="re-render the report from a results.json"

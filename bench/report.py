@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import redis_sizing
+
 # The connection count at which ack latency and PUTs per webhook are judged ("high
 # concurrency"). On two cores a bare Starlette endpoint alone already has a p99 near 100 ms at
 # 256 connections, so a higher level would measure the machine, not the receiver.
@@ -271,6 +273,8 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
                 ]
             ],
         )
+    if results.get("memory"):
+        lines += redis_sizing.markdown(results["memory"])
     e2e = results.get("e2e")
     if e2e:
         e, a, h = e2e["end_to_end"], e2e["ack"], e2e.get("end_to_end_handled", {})

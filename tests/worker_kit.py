@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from redis.exceptions import ResponseError
 from shopipe import segment
@@ -160,9 +161,15 @@ async def wait_for(
     raise AssertionError(f"timed out waiting for {what or check}")
 
 
+# State copies keep their bodies only when asked: tests that read bodies ask.
+BODIES = pytest.mark.parametrize("kit", [{"SHOPIPE_STATE_BODIES": "true"}], indirect=True)
+
+
 @pytest_asyncio.fixture
-async def kit(stack: Stack) -> AsyncIterator[Kit]:
-    k = Kit(stack)
+async def kit(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    """Settings overrides come from indirect parametrization:
+    ``@pytest.mark.parametrize("kit", [{"SHOPIPE_X": "v"}], indirect=True)``."""
+    k = Kit(stack, **getattr(request, "param", {}))
     await k.store.ensure_bucket()
     try:
         yield k

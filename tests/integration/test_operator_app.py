@@ -65,6 +65,14 @@ async def test_operator_leads_scales_serves_and_hands_the_lease_back(
         assert "shopipe_operator_leader 1.0" in metrics
         assert "shopipe_operator_sentinel_majority 1.0" in metrics
         assert f'shopipe_operator_master_info{{address="{status["master"]}"}} 1.0' in metrics
+        # Redis memory from the master's INFO memory, against the shared policy's maxmemory.
+        mem = status["redis_memory"]
+        assert 0 < mem["used_bytes"] < mem["maxmemory_bytes"] == 768 * 2**20
+        assert mem["fragmentation_ratio"] > 0
+        gauges = dict(line.split(" ", 1) for line in metrics.splitlines() if line[:1] != "#")
+        assert float(gauges["shopipe_redis_maxmemory_bytes"]) == 768 * 2**20
+        assert float(gauges["shopipe_redis_used_memory_bytes"]) > 0
+        assert float(gauges["shopipe_redis_memory_fragmentation_ratio"]) > 0
     finally:
         await op.stop()
     assert kube.state.leases["shopipe-operator"]["spec"].get("holderIdentity") is None

@@ -166,7 +166,7 @@ def test_a_component_that_cannot_start_is_named_with_its_log(stack_dir: Path) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        stack = Stack(stack_dir, ports=Ports(redis=(port, 0)))
+        stack = Stack(stack_dir, ports=Ports(redis=(port, 0, 0)))
         with pytest.raises(StackError) as e:
             stack.start()
     message = str(e.value)
@@ -191,7 +191,7 @@ def test_a_free_port_taken_before_the_server_binds_it_is_replaced(
             ports = real(n, host)
             calls.append(n)
             if len(calls) == 1:
-                ports[4] = port  # the port the plan gives redis-0: someone else got it first
+                ports[5] = port  # the port the plan gives redis-0: someone else got it first
             return ports
 
         monkeypatch.setattr(stack_module, "free_ports", racy)

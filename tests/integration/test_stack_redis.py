@@ -36,9 +36,10 @@ async def test_write_via_sentinel_master_is_read_back_from_the_replica(stack: St
         replicas = await sentinel.discover_slaves(info.master_name)
     finally:
         await _close(sentinel)
-    assert replicas == [info.redis_nodes[1]]
+    assert sorted(replicas) == sorted(info.redis_nodes[1:])
+    host, port = info.redis_nodes[1]
     replica = AsyncRedis(
-        host=replicas[0][0], port=replicas[0][1], password=info.redis_password,
+        host=host, port=port, password=info.redis_password,
         decode_responses=True, socket_timeout=1.0,
     )  # fmt: skip
     try:
@@ -55,10 +56,18 @@ async def test_write_via_sentinel_master_is_read_back_from_the_replica(stack: St
 
 def test_redis_is_configured_as_in_production(stack: Stack) -> None:
     info = stack.info
-    with client(info.redis_nodes[0], info.redis_password) as r:
-        assert r.config_get("appendonly") == {"appendonly": "yes"}
-        assert r.config_get("appendfsync") == {"appendfsync": "everysec"}
-        assert r.config_get("bind")["bind"] == info.bind
+    assert len(info.redis_nodes) == 3  # a master and two replicas, as the chart runs
+    for node in info.redis_nodes:
+        with client(node, info.redis_password) as r:
+            # The chart's policy (charts/shopipe/files/redis.conf), as the server applied it.
+            assert r.config_get("appendonly") == {"appendonly": "yes"}
+            assert r.config_get("appendfsync") == {"appendfsync": "everysec"}
+            assert r.config_get("save") == {"save": ""}
+            assert r.config_get("min-replicas-to-write") == {"min-replicas-to-write": "1"}
+            assert r.config_get("min-replicas-max-lag") == {"min-replicas-max-lag": "10"}
+            assert r.config_get("maxmemory") == {"maxmemory": str(768 * 1024 * 1024)}
+            assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+            assert r.config_get("bind")["bind"] == info.bind
     with client(info.sentinels[0], None) as s:
         raw = s.execute_command("SENTINEL", "MASTER", info.master_name)
         fields = _pairs(raw)

@@ -14,7 +14,7 @@ from shopipe import segment
 from shopipe_worker import dlq, streamops
 from shopipe_worker.sweeper import Sweeper
 
-from tests.worker_kit import SHOP, Kit, gone, headers, hget, kit, settled, wait_for
+from tests.worker_kit import BODIES, SHOP, Kit, gone, headers, hget, kit, settled, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["kit"]  # the fixture, imported for pytest
@@ -56,6 +56,19 @@ async def test_a_replay_under_another_topic_does_not_shadow_the_genuine_delivery
 
 
 @pytest.mark.asyncio
+async def test_state_copies_hold_no_body_unless_asked_and_expire(kit: Kit):
+    state = kit.keys.state(SHOP, "orders", "42")
+    r = await kit.master.get()
+    async with kit.running():
+        await kit.produce([(headers("orders/updated", "a"), body(id=42, updated_at="2025-01-02"))])
+        await wait_for(lambda: settled(kit))
+    assert await hget(kit, state, "updated_at") == b"2025-01-02"
+    assert await hget(kit, state, "body") is None
+    assert 0 < await r.ttl(state) <= kit.settings.state_ttl_seconds == 24 * 3600
+
+
+@BODIES
+@pytest.mark.asyncio
 async def test_out_of_order_updates_keep_the_newest_and_deletes_stay_deleted(kit: Kit):
     newer = body(id=42, updated_at="2025-01-02T00:00:00Z", note="newer")
     older = body(id=42, updated_at="2025-01-01T12:00:00-05:00", note="older")
@@ -67,6 +80,8 @@ async def test_out_of_order_updates_keep_the_newest_and_deletes_stay_deleted(kit
         await kit.produce([(headers("orders/updated", "b"), older)])
         await wait_for(lambda: settled(kit))
         assert json.loads(await hget(kit, state, "body"))["note"] == "newer"
+        # Bounded even with its body: it expires after SHOPIPE_STATE_TTL_SECONDS.
+        assert 0 < await r.ttl(state) <= kit.settings.state_ttl_seconds
         await kit.produce([(headers("orders/delete", "c"), body(id=42))])
         await wait_for(lambda: settled(kit))
         assert await hget(kit, state, "body") is None
@@ -245,6 +260,7 @@ async def test_a_group_lost_in_a_failover_is_created_again(kit: Kit):
     assert await kit.counts() == {"before": 1, "after": 1}
 
 
+@BODIES  # customers/data_request reports the copies' bodies
 @pytest.mark.asyncio
 async def test_compliance_topics_remove_exactly_the_right_keys(kit: Kit):
     other = "other.myshopify.com"

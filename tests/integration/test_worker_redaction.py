@@ -13,7 +13,7 @@ from shopipe import segment
 from shopipe.segment import Record
 from shopipe_worker import redaction
 
-from tests.worker_kit import Kit, headers, kit, settled, wait_for
+from tests.worker_kit import BODIES, Kit, headers, kit, settled, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["kit"]  # the fixture, imported for pytest
@@ -116,6 +116,7 @@ async def test_a_shop_redaction_erases_its_objects_and_sticks(stack: Any):
         await k.close()
 
 
+@BODIES
 @pytest.mark.asyncio
 async def test_a_customer_redaction_sticks(kit: Kit):
     shop = "demo.myshopify.com"

@@ -21,7 +21,7 @@ from shopipe_worker.processor import Processor
 from shopipe_worker.registry import Context, build
 
 from tests.receiver_kit import receiver_settings
-from tests.worker_kit import Kit, headers, kit, settled, wait_for
+from tests.worker_kit import BODIES, Kit, headers, kit, settled, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["kit"]  # the fixture, imported for pytest
@@ -203,6 +203,7 @@ async def test_a_forged_delete_reaches_no_user_handler_either(kit: Kit):
     assert json.loads(await kit.store.get(dead[0]))["webhook_id"] == "f1"
 
 
+@BODIES
 @pytest.mark.asyncio
 async def test_a_far_future_unsigned_time_does_not_freeze_a_copy(kit: Kit):
     state = kit.keys.state("demo.myshopify.com", "refunds", "7")
@@ -219,6 +220,7 @@ async def test_a_far_future_unsigned_time_does_not_freeze_a_copy(kit: Kit):
     assert json.loads(held)["note"] == "second"
 
 
+@BODIES
 @pytest.mark.asyncio
 async def test_a_known_shop_id_must_match_too(kit: Kit):
     shop = "demo.myshopify.com"

@@ -164,3 +164,30 @@ def test_report_names_the_workers_and_the_one_worker_comparison(tmp_path: Path) 
     text = md.read_text()
     assert "for 30 s with 2 workers" in text
     assert "| same, one worker, 60 s before the soak | 300 | 300 | 300 | 300 | 300 |" in text
+
+
+def test_report_gives_the_redis_sizing_table(tmp_path: Path) -> None:
+    results = _results(2000.0)
+    results["memory"] = {
+        "webhooks": 1000,
+        "processed": 1000.0,
+        "used_before": 2**20,
+        "used_after": 2**20 + 400_000,
+        "bytes_per_webhook": 400.0,
+        "fragmentation_after": 1.1,
+        "maxmemory": 768 * 2**20,
+        "stream_entries": 40,
+        "stream_bytes_per_entry": 25.0,
+        "done_markers": 2000,
+        "done_marker_bytes": 120.0,
+        "state_copies": 500,
+        "state_copy_bytes": 200.0,
+        "bodies_webhooks": 100,
+        "state_copy_with_body_bytes": 10_200.0,
+    }
+    text = report.write(results, tmp_path)[0].read_text()
+    assert "## Redis memory" in text
+    assert "| whole pipeline, per webhook (`used_memory` growth / webhooks) | 400 |" in text
+    # 86,400 webhooks a day at 400 B; with bodies half of them add 10,000 B more.
+    assert "Per day at 1 webhook/s on average (steady state with the 24 h TTLs): 33 MB" in text
+    assert "with state bodies: 445 MB (5400 B per webhook)" in text

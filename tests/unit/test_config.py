@@ -109,3 +109,16 @@ def test_known_names_cover_every_service() -> None:
     for cls in [*ALL, CommonSettings]:
         for field in dataclasses.fields(cls):
             assert f"SHOPIPE_{field.name.upper()}" in names
+
+
+def test_done_markers_outlive_shopifys_retry_window() -> None:
+    from shopipe.config import MIN_DEDUP_TTL_SECONDS
+    from shopipe.shopify import RETRY_WINDOW_SECONDS
+
+    w = load_settings(WorkerSettings, BASE)
+    assert w.dedup_ttl_seconds == 24 * 3600
+    assert MIN_DEDUP_TTL_SECONDS > RETRY_WINDOW_SECONDS == 4 * 3600
+    floor = str(MIN_DEDUP_TTL_SECONDS)
+    assert load_settings(WorkerSettings, {**BASE, "SHOPIPE_DEDUP_TTL_SECONDS": floor})
+    with pytest.raises(ConfigError, match="SHOPIPE_DEDUP_TTL_SECONDS: must be at least"):
+        load_settings(WorkerSettings, {**BASE, "SHOPIPE_DEDUP_TTL_SECONDS": str(4 * 3600)})

@@ -22,7 +22,7 @@ from shopipe.devstack import StackInfo
 from shopipe.devstack.cli import cmd_down, cmd_up
 from shopipe.devstack.info import load_secrets
 from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.redis import RedisNode
+from shopipe.devstack.redis import RedisNode, shared_config
 from shopipe.devstack.seaweed import WeedPorts
 from shopipe.devstack.sentinels import Sentinels
 from shopipe.devstack.services import service_env
@@ -36,7 +36,7 @@ def _info(state_dir: Path) -> StackInfo:
     return StackInfo(
         state_dir=state_dir,
         master_name="mymaster",
-        redis_nodes=(("127.0.0.1", 7000), ("127.0.0.1", 7001)),
+        redis_nodes=(("127.0.0.1", 7000), ("127.0.0.1", 7001), ("127.0.0.1", 7002)),
         sentinels=(("127.0.0.1", 26379), ("127.0.0.1", 26380), ("127.0.0.1", 26381)),
         s3_endpoint="http://127.0.0.1:8333",
         s3_bucket="shopipe",
@@ -65,6 +65,10 @@ def test_redis_config_is_production_shaped(tmp_path: Path) -> None:
             assert directive in lines
     assert "replicaof 127.0.0.1 7000" in r
     assert not any(line.startswith("replicaof") for line in m)
+    # The chart's policy first, whole: one source (tests/unit/chart checks the copies agree).
+    assert master.config_text().startswith(shared_config())
+    assert "min-replicas-to-write 1" in m
+    assert "maxmemory-policy noeviction" in m
 
 
 def test_sentinel_config_monitors_with_quorum_two(tmp_path: Path) -> None:

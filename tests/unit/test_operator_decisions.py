@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from shopipe import segment
+from shopipe.buffer import ObjectInfo
 from shopipe.errors import StorageUnavailable
 from shopipe_operator.backlog import BacklogProbe
 from shopipe_operator.master import majority
@@ -158,12 +160,12 @@ class CountingLister:
         self.calls = 0
         self.fail = False
 
-    async def list(self, prefix: str, *, limit: int | None = None) -> list[str]:
+    async def list(self, prefix: str, *, limit: int | None = None) -> list[ObjectInfo]:
         self.calls += 1
         if self.fail:
             raise StorageUnavailable("s3 list: 503")
         assert prefix == "incoming/"
-        return ["x"] * min(self.n, limit or self.n)
+        return [ObjectInfo(segment.new_key(1.0), 1, 0.0)] * min(self.n, limit or self.n)
 
 
 @pytest.mark.asyncio

@@ -2,9 +2,9 @@ import base64
 
 import pytest
 from shopipe import segment
+from shopipe.backlog import incoming_summary
 from shopipe.buffer import ObjectInfo
 from shopipe.config import WorkerSettings, load_settings
-from shopipe_worker.backlog import incoming_summary
 from shopipe_worker.consumer import backoff
 from shopipe_worker.dlq import BadDeadLetter, DeadLetter, is_record_key
 from shopipe_worker.events import Event

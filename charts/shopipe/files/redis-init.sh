@@ -33,22 +33,27 @@ fi
 
 umask 077
 conf="$CONF_DIR/redis.conf"
-cat > "$conf" <<CONF
+{
+    # The policy shared with the dev stack (files/redis.conf, beside this script), then what is
+    # this pod's own; an override from the values comes last, and Redis keeps the last value.
+    cat "$(dirname "$0")/redis.conf"
+    cat <<CONF
+
+# --- this pod ---
 port 6379
 bind * -::*
 protected-mode no
 dir /data
-appendonly yes
-appendfsync ${APPENDFSYNC:-everysec}
 requirepass "${REDIS_PASSWORD}"
 masterauth "${REDIS_PASSWORD}"
 # Replicas announce their stable DNS name, which Sentinel resolves (resolve-hostnames).
 replica-announce-ip ${me}
-# An isolated old master stops taking writes once no replica has been in sync for the lag:
-# bounds the writes a failover can lose (docs/operations.md, min-replicas-to-write).
-min-replicas-to-write ${MIN_REPLICAS_TO_WRITE:-1}
-min-replicas-max-lag ${MIN_REPLICAS_MAX_LAG:-10}
 CONF
+    [ -z "${APPENDFSYNC:-}" ] || echo "appendfsync ${APPENDFSYNC}"
+    [ -z "${MIN_REPLICAS_TO_WRITE:-}" ] || echo "min-replicas-to-write ${MIN_REPLICAS_TO_WRITE}"
+    [ -z "${MIN_REPLICAS_MAX_LAG:-}" ] || echo "min-replicas-max-lag ${MIN_REPLICAS_MAX_LAG}"
+    [ -z "${MAXMEMORY:-}" ] || echo "maxmemory ${MAXMEMORY}"
+} > "$conf"
 if [ "$master" != "$me" ]; then
     echo "replicaof ${master} 6379" >> "$conf"
     echo "redis-init: $me starts as a replica of $master"

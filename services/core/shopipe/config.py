@@ -15,6 +15,11 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from shopipe.settings import Secret, describe, load, names, setting
+from shopipe.shopify import RETRY_WINDOW_SECONDS
+
+# The shortest done-marker lifetime accepted: Shopify's retry window plus an hour of backlog,
+# during which a retry is still processed after the first delivery's marker was written.
+MIN_DEDUP_TTL_SECONDS = RETRY_WINDOW_SECONDS + 3600
 
 __all__ = [
     "CommonSettings",
@@ -159,10 +164,26 @@ class WorkerSettings(CommonSettings):
         ("state", "compliance"), help="Built-in handlers to enable, comma separated."
     )
     dedup_ttl_seconds: int = setting(
-        7 * 24 * 3600, unit="seconds", minimum=60, help="How long done-markers are kept."
+        24 * 3600,
+        unit="seconds",
+        minimum=MIN_DEDUP_TTL_SECONDS,
+        help="How long done-markers are kept: at least Shopify's retry window (4 h) plus 1 h. "
+        "Each webhook costs about 350 B of Redis for this long (docs/operations.md, sizing).",
     )
     drain_seconds: float = setting(
         20.0, unit="seconds", minimum=0.0, help="On SIGTERM, time to finish in-flight work."
+    )
+    state_bodies: bool = setting(
+        False,
+        help="The state handler keeps each resource's body in its copy; off, a copy holds its "
+        "version, updated_at and topic only (~200 B instead of the body's KBs).",
+    )
+    state_ttl_seconds: int = setting(
+        24 * 3600,
+        unit="seconds",
+        minimum=MIN_DEDUP_TTL_SECONDS,
+        help="State copies expire this long after their last write; at least Shopify's retry "
+        "window plus 1 h, which the version guard against out-of-order deliveries needs.",
     )
 
 

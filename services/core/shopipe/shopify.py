@@ -32,6 +32,10 @@ API_VERSION = "api-version"
 TRIGGERED_AT = "triggered-at"
 EVENT_ID = "event-id"
 
+# Shopify retries a delivery that got no 2xx 8 times over about 4 hours, then gives up: a
+# done-marker must outlive the last retry (plus the backlog that may delay processing it).
+RETRY_WINDOW_SECONDS = 4 * 3600
+
 _PREFIXES = ("x-shopify-", "shopify-")
 _RAW_PREFIXES = (b"x-shopify-", b"shopify-")
 _TOPIC = re.compile(r"^[a-z0-9_]+(?:/[a-z0-9_]+){1,3}$")

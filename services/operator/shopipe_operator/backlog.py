@@ -1,4 +1,5 @@
-"""Measuring the backlog: stream lag + pending entries + segments under ``incoming/``.
+"""The scaler's backlog: stream lag + pending entries + segments under ``incoming/``, measured
+by ``shopipe.backlog`` (the same measure as ``shopipe backlog``, true after failovers).
 
 A missing stream or group is an empty stream (0), never unknown. What cannot be measured
 (Redis or the bucket not answering) is None, and the scaler then leaves the replicas alone.
@@ -10,21 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
+from shopipe import backlog
+from shopipe.backlog import Lister
 from shopipe.errors import ShopipeError
 from shopipe.logs import get_logger
 
+__all__ = ["Backlog", "BacklogProbe", "Lister"]
+
 log = get_logger(__name__)
-INCOMING = "incoming/"
-
-
-class Lister(Protocol):
-    """What the backlog needs of shopipe.buffer.Buffer."""
-
-    async def list(self, prefix: str, *, limit: int | None = None) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -40,39 +37,8 @@ class Backlog:
         return self.lag + self.pending + self.incoming
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-async def stream_backlog(r: Redis, stream: str, group: str, cap: int) -> tuple[int, int]:
-    """(lag, pending) of ``group`` on ``stream``; (0, 0) when either is missing.
-
-    XINFO GROUPS gives ``lag`` on Redis 7+, but null when it cannot be computed (entries deleted
-    or trimmed in the range); then count the undelivered entries, at most ``cap`` of them:
-    enough to saturate the scaler, bounded so one measure cannot read a whole huge stream.
-    """
-    try:
-        groups = await r.xinfo_groups(stream)
-    except rex.ResponseError as e:
-        if "no such key" in str(e).lower():
-            return 0, 0
-        raise
-    for g in groups:
-        info = {_s(k): v for k, v in g.items()}
-        if _s(info.get("name", "")) != group:
-            continue
-        pending = int(info.get("pending") or 0)
-        lag = info.get("lag")
-        if lag is None:
-            last = _s(info.get("last-delivered-id") or "0-0")
-            entries = await r.xrange(stream, min=f"({last}", max="+", count=cap)
-            return len(entries or []), pending
-        return int(lag), pending
-    return 0, 0
-
-
 class BacklogProbe:
-    """Measures the backlog; ``redis`` runs a function on the master (or raises)."""
+    """Measures the backlog; ``cap`` bounds every count (enough to saturate the scaler)."""
 
     def __init__(
         self,
@@ -101,7 +67,7 @@ class BacklogProbe:
             return self._incoming
         self._listed_at = now
         try:
-            self._incoming = len(await self.lister.list(INCOMING, limit=self.cap))
+            self._incoming, _ = await backlog.incoming(self.lister, self.cap)
         except ShopipeError as e:
             log.warning("cannot list incoming/", extra={"error": type(e).__name__})
             self._incoming = None
@@ -113,7 +79,8 @@ class BacklogProbe:
         pending: int | None = None
         if r is not None:
             try:
-                lag, pending = await stream_backlog(r, self.stream, self.group, self.cap)
+                sb = await backlog.stream_backlog(r, self.stream, self.group, self.cap)
+                lag, pending = sb.lag, sb.pending
             except (rex.RedisError, OSError) as e:
                 log.warning("cannot measure the stream", extra={"error": type(e).__name__})
         self.last = Backlog(lag, pending, await self.incoming())

@@ -23,7 +23,7 @@ from shopipe.errors import ShopipeError
 from shopipe.logs import get_logger
 from shopipe.sentinel import Address, RedisTarget, client, fmt
 
-from shopipe_operator import metrics
+from shopipe_operator import metrics, redismem
 from shopipe_operator.backends.base import Backend, Pod
 from shopipe_operator.backlog import BacklogProbe
 from shopipe_operator.leader import Elector
@@ -62,6 +62,7 @@ class Reconciler:
         self._redis_addr: Address | None = None
         self._said: dict[str, str] = {}  # topic -> last reason logged
         self.reconciles = 0
+        self.memory: redismem.Memory | None = None
 
     # --- observing ---
     async def _master_redis(self, addr: Address | None) -> Redis | None:
@@ -93,10 +94,23 @@ class Reconciler:
         extra.update(kind=kind, reason=reason, dry_run=self.s.dry_run)
         log.log(20 if loud else 10, message, extra=extra)
 
+    async def _observe_memory(self) -> None:
+        """Redis memory, exported by every replica (the alert must not wait for a leader)."""
+        r = await self._master_redis(self.view.address)
+        if r is None:
+            return
+        try:
+            self.memory = await redismem.read(r)
+        except (rex.RedisError, OSError) as e:
+            log.warning("cannot read Redis memory", extra={"error": type(e).__name__})
+            return
+        redismem.publish(self.memory)
+
     # --- the reconcile ---
     async def reconcile(self) -> None:
         self.reconciles += 1
         self.view = await self.watch.poll()
+        await self._observe_memory()
         if not self.elector.is_leader:
             self._decide("leader", "skip", "not_leader", "not the leader: observing only")
             return
@@ -250,6 +264,7 @@ class Reconciler:
             "restarts": list(self.restarts),
             "scaled": list(self.scaled),
             "former_masters": [fmt(a) for a in self.watch.former],
+            "redis_memory": None if self.memory is None else self.memory.as_dict(),
         }
 
     async def close(self) -> None:

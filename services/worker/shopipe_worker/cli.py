@@ -55,7 +55,7 @@ def show_backlog(args: argparse.Namespace) -> int:
 
     async def measure(master: MasterClient, store: Buffer) -> backlog.Backlog:
         return await master.call(
-            lambda r: backlog.measure(r, store, s.stream, s.consumer_group),
+            lambda r: backlog.measure(r, store, s.stream, s.consumer_group, backlog.SCAN_CAP),
             deadline=redis_deadline(s),
         )
 

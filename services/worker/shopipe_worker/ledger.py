@@ -10,6 +10,11 @@ markers, check them, let the handlers queue writes on the MULTI, then EXEC them 
 the markers. Two workers racing on one record (a reclaimed entry, a re-announced segment) cannot
 both EXEC: the loser's EXEC is refused and its check then finds the winner's marker. A crash
 before EXEC applies nothing; after it, everything and the markers together.
+
+Markers expire after ``SHOPIPE_DEDUP_TTL_SECONDS`` (24 h): they only have to outlive Shopify's
+retries of one delivery (8 tries over 4 h, ``shopipe.shopify.RETRY_WINDOW_SECONDS``) plus the
+backlog that may delay processing the last of them; config refuses anything below that. Each
+webhook holds about 350 B of Redis for that long, so the TTL sets most of Redis's size.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from shopipe_worker.registry import Context, Handler
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from shopipe.buffer import Buffer
+    from shopipe.config import WorkerSettings
 
 # Another worker won the race, or the connection broke while watching: each round checks again.
 _ROUNDS = 5
@@ -72,10 +78,11 @@ async def apply(
     *,
     ttl: int,
     store: Buffer | None = None,
+    settings: WorkerSettings,
 ) -> Result:
     """Run ``handlers`` for ``event`` unless it is done or dead; their errors propagate and
     leave nothing applied."""
-    (got,) = await apply_many(r, keys, [(event, handlers)], ttl=ttl, store=store)
+    (got,) = await apply_many(r, keys, [(event, handlers)], ttl=ttl, store=store, settings=settings)
     if isinstance(got, Exception):
         raise got
     return got
@@ -89,6 +96,7 @@ async def apply_many(
     ttl: int,
     store: Buffer | None = None,
     budget: float = BATCH_BUDGET,
+    settings: WorkerSettings,
 ) -> list[Result | Exception]:
     """``apply`` for several records in one transaction: one WATCH, one MGET and one EXEC for
     all of them instead of three round trips per record (a segment's records, in the worker).
@@ -114,7 +122,7 @@ async def apply_many(
                 # client resolve the master again rather than count a handler failure.
                 raise rex.ConnectionError("connection lost while watching markers") from e
             pipe.multi()
-            ctx = Context(redis=r, tx=pipe, keys=keys, store=store)
+            ctx = Context(redis=r, tx=pipe, keys=keys, store=store, settings=settings)
             claimed: set[str] = set()
             results: list[Result | Exception] = []
             spent_total = 0.0

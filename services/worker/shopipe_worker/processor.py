@@ -174,7 +174,9 @@ class Processor:
     async def _apply(self, batch: list[ledger.Work]) -> list[ledger.Result | Exception]:
         ttl = self.settings.dedup_ttl_seconds
         return await self.master.call(
-            lambda r: ledger.apply_many(r, self.keys, batch, ttl=ttl, store=self.store),
+            lambda r: ledger.apply_many(
+                r, self.keys, batch, ttl=ttl, store=self.store, settings=self.settings
+            ),
             deadline=self.deadline,
         )
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
     from shopipe.buffer import Buffer
+    from shopipe.config import WorkerSettings
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,14 @@ class Context:
     apply exactly once or not at all. ``redis`` is for reads (and nothing that must be atomic
     with the record). ``store`` is the bucket, for handlers that write reports; anything outside
     Redis must be idempotent, because a crash after it and before EXEC runs the handler again.
+    ``settings`` are the worker's.
     """
 
     redis: Redis
     tx: Pipeline
     keys: Keys
     store: Buffer | None
+    settings: WorkerSettings
 
 
 Handler = Callable[[Event, Context], Awaitable[None]]

@@ -29,23 +29,37 @@ def test_redis_runs_the_official_pinned_image_with_aof_on_volumes(matrix, chart)
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    init = env_of(spec["initContainers"][0])
-    assert init["APPENDFSYNC"]["value"] == "everysec"
-    script = chart.one(objs, "ConfigMap", "-redis-scripts")["data"]["redis-init.sh"]
-    assert "appendonly yes" in script
-    assert "appendfsync ${APPENDFSYNC" in script
+    # AOF everysec comes from the shared policy (files/redis.conf); no override by default.
+    assert "APPENDFSYNC" not in env_of(spec["initContainers"][0])
+    data = chart.one(objs, "ConfigMap", "-redis-scripts")["data"]
+    assert "appendonly yes" in data["redis.conf"].splitlines()
+    assert "appendfsync everysec" in data["redis.conf"].splitlines()
+    assert 'cat "$(dirname "$0")/redis.conf"' in data["redis-init.sh"]
 
 
 def test_min_replicas_to_write_bounds_what_an_isolated_master_accepts(matrix, chart):
     objs = matrix["inchart-redis-values.yaml"]
-    init = env_of(
-        chart.one(objs, "StatefulSet", "-redis")["spec"]["template"]["spec"]["initContainers"][0]
-    )
-    assert init["MIN_REPLICAS_TO_WRITE"]["value"] == "1"
-    assert init["MIN_REPLICAS_MAX_LAG"]["value"] == "10"
-    script = chart.one(objs, "ConfigMap", "-redis-scripts")["data"]["redis-init.sh"]
-    assert "min-replicas-to-write ${MIN_REPLICAS_TO_WRITE" in script
-    assert "min-replicas-max-lag ${MIN_REPLICAS_MAX_LAG" in script
+    conf = chart.one(objs, "ConfigMap", "-redis-scripts")["data"]["redis.conf"].splitlines()
+    assert "min-replicas-to-write 1" in conf
+    assert "min-replicas-max-lag 10" in conf
+
+
+def test_values_override_the_shared_policy_only_when_set(chart):
+    def init_env(*args: str) -> dict[str, Any]:
+        objs = chart.render("-f", chart.chart_dir / "ci" / "inchart-redis-values.yaml", *args)
+        sts = chart.one(objs, "StatefulSet", "-redis")
+        return env_of(sts["spec"]["template"]["spec"]["initContainers"][0])
+
+    plain = init_env()
+    for name in ("APPENDFSYNC", "MIN_REPLICAS_TO_WRITE", "MIN_REPLICAS_MAX_LAG", "MAXMEMORY"):
+        assert name not in plain
+    got = init_env(
+        "--set", "redis.minReplicasToWrite=0", "--set", "redis.maxmemory=3gb",
+        "--set", "redis.appendfsync=always",
+    )  # fmt: skip
+    assert got["MIN_REPLICAS_TO_WRITE"]["value"] == "0"  # 0 is an override, not "unset"
+    assert got["MAXMEMORY"]["value"] == "3gb"
+    assert got["APPENDFSYNC"]["value"] == "always"
 
 
 def test_three_sentinels_with_quorum_two_follow_the_master_by_name(matrix, chart):

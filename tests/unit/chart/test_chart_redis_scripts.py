@@ -123,8 +123,8 @@ def test_min_replicas_settings_come_from_the_values(tmp_path):
     conf = run_script(
         tmp_path, "redis-init.sh", f"{R}-0", {}, MIN_REPLICAS_TO_WRITE="2", MIN_REPLICAS_MAX_LAG="5"
     )
-    assert "min-replicas-to-write 2" in conf
-    assert "min-replicas-max-lag 5" in conf
+    # After the shared policy's 1 and 10: Redis keeps the last value.
+    assert conf.splitlines()[-2:] == ["min-replicas-to-write 2", "min-replicas-max-lag 5"]
 
 
 def test_a_sentinel_learns_the_master_from_its_peers(tmp_path):
@@ -152,3 +152,37 @@ def test_the_chart_ships_these_very_scripts(matrix, chart):
     cm = chart.one(matrix["inchart-redis-values.yaml"], "ConfigMap", "-redis-scripts")
     for name in ("redis-init.sh", "sentinel-init.sh"):
         assert cm["data"][name].strip() == (FILES / name).read_text().strip()
+
+
+DEVSTACK_CONF = FILES.parents[2] / "services/core/shopipe/devstack/redis.conf"
+
+
+def directives(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_dev_stack_runs_the_charts_redis_policy():
+    # One source, two copies: the dev stack's is package data (an installed `shopipe dev` has no
+    # chart beside it), so the copies must stay the same bytes.
+    assert DEVSTACK_CONF.read_bytes() == (FILES / "redis.conf").read_bytes()
+    assert {
+        "appendonly yes", "appendfsync everysec", 'save ""', "min-replicas-to-write 1",
+        "min-replicas-max-lag 10", "maxmemory-policy noeviction",
+    } <= set(directives(DEVSTACK_CONF.read_text()))  # fmt: skip
+
+
+def test_each_pods_redis_conf_starts_with_the_shared_policy(tmp_path):
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", {})
+    assert conf.startswith((FILES / "redis.conf").read_text())
+    assert "maxmemory 768mb" in directives(conf)
+
+
+def test_an_override_from_the_values_comes_after_the_policy(tmp_path):
+    conf = directives(run_script(tmp_path, "redis-init.sh", f"{R}-0", {}, MAXMEMORY="3gb"))
+    # Redis keeps the last value of a directive.
+    assert conf.index("maxmemory 3gb") > conf.index("maxmemory 768mb")
+
+
+def test_the_chart_ships_the_shared_policy(matrix, chart):
+    cm = chart.one(matrix["inchart-redis-values.yaml"], "ConfigMap", "-redis-scripts")
+    assert cm["data"]["redis.conf"].strip() == (FILES / "redis.conf").read_text().strip()

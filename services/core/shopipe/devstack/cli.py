@@ -48,7 +48,7 @@ def _add_up_flags(p: argparse.ArgumentParser, sub: bool) -> None:
     arg("--sentinel-down-after-ms", type=int, default=5000, help="Sentinel down-after (ms)")
     arg("--failover-timeout-ms", type=int, default=10000, help="Sentinel failover-timeout (ms)")
     arg("--master-name", default="mymaster", help="name the Sentinels monitor")
-    arg("--redis-ports", default="", help="master,replica ports (default: free ones)")
+    arg("--redis-ports", default="", help="master,replica,replica ports (default: free ones)")
     arg("--sentinel-ports", default="", help="three Sentinel ports (default: free ones)")
     arg("--s3-port", type=int, default=0, help="S3 gateway port (default: a free one)")
     arg("--receiver-port", type=int, default=0, help="receiver port (default: a free one)")
@@ -152,7 +152,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         master_name=args.master_name,
         bind=load_settings(DevSettings).dev_bind,
         ports=Ports(
-            redis=_ports(args.redis_ports, 2, "--redis-ports"),  # type: ignore[arg-type]
+            redis=_ports(args.redis_ports, 3, "--redis-ports"),  # type: ignore[arg-type]
             sentinels=_ports(args.sentinel_ports, 3, "--sentinel-ports"),  # type: ignore[arg-type]
             s3=args.s3_port,
         ),

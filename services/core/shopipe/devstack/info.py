@@ -27,7 +27,7 @@ def fmt(addr: Address) -> str:
 class StackInfo:
     state_dir: Path
     master_name: str
-    redis_nodes: tuple[Address, ...]  # as started: (master, replica)
+    redis_nodes: tuple[Address, ...]  # as started: (master, replica, replica)
     sentinels: tuple[Address, ...]
     s3_endpoint: str
     s3_bucket: str

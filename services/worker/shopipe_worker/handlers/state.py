@@ -14,6 +14,17 @@ that expires after a week: without it, an update delivered after the delete woul
 resource back. A redaction (``handlers.compliance``) leaves tombstones too, kept for good: the
 shop's ``<prefix>:redacted:<shop>`` and, for a customer's copies, ``redacted`` state hashes.
 No write here brings back data at or below a redaction's version.
+
+A copy keeps the body only when asked (``SHOPIPE_STATE_BODIES``), and every copy expires
+``SHOPIPE_STATE_TTL_SECONDS`` (24 h) after its last write. Bodies of every resource a shop ever
+touched, with no TTL, filled a 1 GiB Redis at ~80k orders; a week of bodies at 5 webhooks/s
+would be ~30 GB. What the copy is needed for, the version guard against out-of-order
+deliveries, needs only the version and only for Shopify's retry window (4 h): a copy without
+its body is ~200 B, and a day of them at 5 webhooks/s is under 100 MB. Redis is not the record
+of a shop's resources (Shopify is; ``SHOPIPE_ARCHIVE`` keeps every webhook in the bucket), and
+holding no bodies also means holding no customer data to leak or redact. Ask for bodies when
+a handler or an app reads them, with Redis sized for them (docs/operations.md, sizing);
+``customers/data_request`` then reports them.
 """
 
 from __future__ import annotations
@@ -43,15 +54,16 @@ TRIGGERED_BEFORE_SECONDS = 48 * 3600
 TRIGGERED_AFTER_SECONDS = 300
 
 # KEYS[1] state key, KEYS[2] shop redaction; ARGV: version (integer microseconds), updated_at
-# text, topic, body.
+# text, topic, lifetime (seconds), then the body if it is kept.
 CAS = """
 local redacted = redis.call('GET', KEYS[2])
 if redacted and tonumber(redacted) >= tonumber(ARGV[1]) then return 0 end
 local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at', ARGV[2], 'topic', ARGV[3],
-           'body', ARGV[4])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at', ARGV[2], 'topic', ARGV[3])
+if ARGV[5] then redis.call('HSET', KEYS[1], 'body', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
@@ -133,7 +145,10 @@ async def apply_state(event: Event, ctx: Context) -> None:
         raise BadPayload(f"{kind} payload has no id")
     key = ctx.keys.state(shop, kind, identity(kind, payload))
     version, text = version_of(event, payload)
-    ctx.tx.eval(CAS, 2, key, redacted, str(version), text, event.topic, event.body)
+    s = ctx.settings
+    body = (event.body,) if s.state_bodies else ()
+    args = (str(version), text, event.topic, str(s.state_ttl_seconds), *body)
+    ctx.tx.eval(CAS, 2, key, redacted, *args)
 
 
 def register(registry: Registry) -> None:
