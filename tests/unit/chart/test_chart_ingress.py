@@ -16,9 +16,10 @@ NGINX = "nginx.ingress.kubernetes.io/"
 ON = ("--set", "receiver.ingress.enabled=true")
 
 
-def annotations(chart, *args: str) -> dict[str, str]:
+def ingress_annotations(chart, *args: str) -> dict[str, str]:
     objs = chart.render("-f", chart.chart_dir / MINIMAL, *ON, *args)
-    return chart.one(objs, "Ingress")["metadata"]["annotations"]
+    found: dict[str, str] = chart.one(objs, "Ingress")["metadata"]["annotations"]
+    return found
 
 
 def default_of(name: str) -> object:
@@ -27,7 +28,7 @@ def default_of(name: str) -> object:
 
 
 def test_body_size_is_the_receivers_default_body_limit(chart):
-    ann = annotations(chart)
+    ann = ingress_annotations(chart)
     assert ann[NGINX + "proxy-body-size"] == str(default_of("max_body_bytes"))
 
 
@@ -38,14 +39,14 @@ def test_body_size_follows_the_receivers_setting(matrix, chart):
 
 
 def test_proxy_timeouts_are_below_shopifys_and_not_below_the_answer_deadline(chart):
-    ann = annotations(chart)
+    ann = ingress_annotations(chart)
     timeouts = {k: int(ann[NGINX + f"proxy-{k}-timeout"]) for k in ("connect", "send", "read")}
     assert all(0 < t < SHOPIFY_TIMEOUT_SECONDS for t in timeouts.values()), timeouts
     assert timeouts["read"] >= float(str(default_of("answer_deadline_seconds")))
 
 
 def test_explicit_annotations_win(chart):
-    ann = annotations(
+    ann = ingress_annotations(
         chart,
         "--set-string",
         "receiver.ingress.annotations." + NGINX.replace(".", "\\.") + "proxy-body-size=2m",
