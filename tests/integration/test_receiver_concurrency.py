@@ -76,5 +76,8 @@ async def test_hundreds_of_concurrent_webhooks_are_all_stored_in_shared_segments
                 found[rec.id] = rec.body
     finally:
         bucket.close()
-    assert len(names) == puts
+    # Every segment holds acknowledged webhooks, except one made durable after the deadline of
+    # all of its webhooks: it holds only copies whose retry was acknowledged elsewhere.
+    late = sum(t > 1 for t in tries)
+    assert puts - late <= len(names) <= puts
     assert [found[i] for i in ids] == bodies
