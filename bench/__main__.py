@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, drain, e2e, ingest, report
+from bench import baselines, drain, e2e, ingest, overload, report
 from bench.harness import Bench
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,11 @@ class Profile:
     # with one worker comes first, for comparison (0 skips it).
     e2e_workers: int = 2
     single_worker_seconds: float = 60.0
+    # Overload: open-loop webhooks/s offered to a receiver whose store is slowed, then stalled
+    # (the rate of issue 15's stall measurement); connections cover rate x deadline, with room.
+    overload_rate: float = 100.0
+    overload_seconds: float = 15.0
+    overload_connections: int = 600
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -64,6 +69,7 @@ QUICK = Profile(
     drain_limit=30.0,
     soak_seconds=30.0,
     single_worker_seconds=0.0,
+    overload_seconds=6.0,
 )
 
 
@@ -120,6 +126,15 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
             log("receiver ingest")
             results["ingest"] = ingest.run(
                 bench, p.levels, p.receiver_requests, p.receiver_level_seconds, **p.receiver_env
+            )
+        if "overload" in phases:
+            log(f"overload: {p.overload_rate:g} webhooks/s against a slowed, then stalled store")
+            results["overload"] = overload.run(
+                bench,
+                p.overload_rate,
+                p.overload_seconds,
+                p.overload_connections,
+                **p.receiver_env,
             )
         if phases & {"drain", "e2e"}:
             done_file = bench.dir / "done.txt"
@@ -180,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--phases",
-        default="baselines,ingest,drain,e2e",
-        help="comma separated subset of baselines,ingest,drain,e2e",
+        default="baselines,ingest,drain,e2e,overload",
+        help="comma separated subset of baselines,ingest,drain,e2e,overload",
     )
     ap.add_argument(
         "--report-only", type=Path, metavar="JSON", help="re-render the report from a results.json"

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import overload
+
 # The connection count at which ack latency and PUTs per webhook are judged ("high
 # concurrency"). On two cores a bare Starlette endpoint alone already has a p99 near 100 ms at
 # 256 connections, so a higher level would measure the machine, not the receiver.
@@ -98,6 +100,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             note,
         )
         add("ack p99 at high concurrency", float(high["latency"]["p99_ms"]), "<", 100, "ms", note)
+    out += overload.targets(results)
     e2e = results.get("e2e")
     if e2e:
         add(
@@ -320,6 +323,7 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
                 for p, m in e2e["memory"].items()
             ],
         )
+    lines += overload.markdown(results)
     lines += [f"![results]({plot_name})", "", "## How it is measured", "", HOW, ""]
     return "\n".join(lines)
 
