@@ -101,7 +101,10 @@ class ReceiverSettings(CommonSettings):
         5 * 1024 * 1024, unit="bytes", minimum=1, help="Largest accepted webhook body."
     )
     body_timeout_seconds: float = setting(
-        10.0, unit="seconds", minimum=0.1, help="Deadline to receive a whole body."
+        10.0,
+        unit="seconds",
+        minimum=0.1,
+        help="Deadline to receive a whole body (SHOPIPE_ANSWER_DEADLINE_SECONDS cuts it shorter).",
     )
     segment_max_records: int = setting(
         500, unit="records", minimum=1, help="Group commit: most records in one segment."
