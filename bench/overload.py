@@ -65,21 +65,24 @@ def _ready(receiver: Server) -> bool:
 ANSWER = "shopipe_receiver_request_seconds"
 
 
-def _late(receiver: Server) -> tuple[float, float]:
-    """(answers so far, answers later than 5 s) by the receiver's own clock: it starts when
-    the request head was parsed, so load-generator lag on a busy machine is not in it."""
-    m = receiver.metrics()
+def _late(receiver: Server) -> tuple[float, float, float]:
+    """(answers so far, answers later than 5 s, connections refused before the app) by the
+    receiver's own count; its clock starts when the request head was parsed, so load-generator
+    lag on a busy machine is not in it."""
+    # A scrape may time out on a busy machine: retry (bounded) rather than read nothing.
+    m = wait_for("receiver metrics", receiver.metrics, 30.0, 0.2)
     n = total(m, ANSWER + "_count")
-    return n, n - total(m, ANSWER + "_bucket", le="5.0")
+    refused = total(m, "shopipe_receiver_http_refused_total")
+    return n, n - total(m, ANSWER + "_bucket", le="5.0"), refused
 
 
 def _load(bench: Bench, receiver: Server, **spec: Any) -> tuple[dict[str, Any], float]:
     """One load run and the receiver's highest RSS sampled meanwhile (MB)."""
-    n0, late0 = _late(receiver)
+    before = _late(receiver)
     with Sampler({"receiver": receiver}, interval=0.25) as sampler:
         load = bench.load(receiver, **spec)
-    n1, late1 = _late(receiver)
-    load["receiver_answers"], load["receiver_late_5s"] = n1 - n0, late1 - late0
+    n, late, refused = (a - b for a, b in zip(_late(receiver), before, strict=True))
+    load["receiver_answers"], load["receiver_late_5s"], load["http_refused"] = n, late, refused
     samples = sampler.samples["receiver"]
     return load, max((r for _, r in samples), default=0.0) / 2**20
 
@@ -105,6 +108,8 @@ def _row(
         "timeline": load["timeline"],
         "receiver_answers": load.get("receiver_answers"),
         "receiver_late_5s": load.get("receiver_late_5s"),
+        "http_refused": load.get("http_refused"),
+        "errors": load["errors"],  # the load generator's: no answer at all
     }
 
 
