@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, drain, e2e, ingest, redis_sizing, report
+from bench import baselines, drain, e2e, ingest, overload, redis_sizing, report
 from bench.harness import Bench
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +49,11 @@ class Profile:
     memory_webhooks: int = 100_000
     memory_bodies: int = 2_000
     memory_limit: float = 240.0
+    # Overload: open-loop webhooks/s offered to a receiver whose store is slowed, then stalled
+    # (the rate of issue 15's stall measurement); connections cover rate x deadline, with room.
+    overload_rate: float = 100.0
+    overload_seconds: float = 15.0
+    overload_connections: int = 600
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -70,6 +75,7 @@ QUICK = Profile(
     memory_webhooks=5_000,
     memory_bodies=500,
     memory_limit=60.0,
+    overload_seconds=6.0,
 )
 
 
@@ -138,6 +144,15 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
             results["ingest"] = ingest.run(
                 bench, p.levels, p.receiver_requests, p.receiver_level_seconds, **p.receiver_env
             )
+        if "overload" in phases:
+            log(f"overload: {p.overload_rate:g} webhooks/s against a slowed, then stalled store")
+            results["overload"] = overload.run(
+                bench,
+                p.overload_rate,
+                p.overload_seconds,
+                p.overload_connections,
+                **p.receiver_env,
+            )
         if phases & {"drain", "e2e"}:
             done_file = bench.dir / "done.txt"
             receiver = bench.receiver(**p.receiver_env)
@@ -197,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--phases",
-        default="baselines,ingest,drain,e2e,memory",
-        help="comma separated subset of baselines,ingest,drain,e2e,memory",
+        default="baselines,ingest,drain,e2e,memory,overload",
+        help="comma separated subset of baselines,ingest,drain,e2e,memory,overload",
     )
     ap.add_argument(
         "--report-only", type=Path, metavar="JSON", help="re-render the report from a results.json"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -45,6 +46,9 @@ class Spec:
     rate: float = 0.0
     seed: int = 7
     timeout: float = 10.0
+    # Open loop: connect on first use instead of up front, as a real sender does (a connection
+    # left idle since it opened is closed at the receiver's head deadline).
+    lazy: bool = False
 
 
 class Conn:
@@ -104,6 +108,11 @@ class Run:
         self.status: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.sent = 0
+        # Every request's answer time whatever its status, no answer counting as infinite (the
+        # overload phase's "all requests"), and per second of due time: [answered 200, other].
+        self.answered: list[float] = []
+        self.timeline: dict[int, list[int]] = {}
+        self.t0 = time.perf_counter()
 
     async def one(self, conn: Conn | None, data: bytes, start: float) -> Conn | None:
         """One request on ``conn`` (opened if None); returns the connection to reuse."""
@@ -116,16 +125,23 @@ class Run:
                 status, keep = await conn.request(data)
         except (OSError, EOFError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
             self.errors[type(e).__name__] += 1
+            self._answer(start, math.inf, ok=False)
             if conn is not None:
                 conn.close()
             return None
         self.status[str(status)] += 1
+        self._answer(start, time.perf_counter() - start, ok=status == 200)
         if status == 200:
             self.latencies.append(time.perf_counter() - start)
         if not keep:
             conn.close()
             return None
         return conn
+
+    def _answer(self, start: float, seconds: float, ok: bool) -> None:
+        self.answered.append(seconds)
+        counts = self.timeline.setdefault(int(start - self.t0), [0, 0])
+        counts[0 if ok else 1] += 1
 
     def result(self, elapsed: float) -> dict[str, Any]:
         ok = self.status.get("200", 0)
@@ -139,6 +155,10 @@ class Run:
             "elapsed_s": elapsed,
             "rps": ok / elapsed if elapsed > 0 else 0.0,
             "latency": summarise(self.latencies),
+            "latency_all": summarise(self.answered),
+            "timeline": [[t, *self.timeline[t]] for t in sorted(self.timeline)],
+            # Wall-clock time of the timeline's second 0, to line it up with other events.
+            "t0_epoch": time.time() - (time.perf_counter() - self.t0),
         }
 
 
@@ -156,7 +176,7 @@ async def closed_loop(spec: Spec) -> dict[str, Any]:
     it: Iterator[bytes] = iter(prepared)
     run = Run(spec)
     conns = await _open_all(spec, spec.concurrency)
-    t0 = time.perf_counter()
+    t0 = run.t0 = time.perf_counter()
     deadline = t0 + spec.seconds
 
     async def client(conn: Conn | None) -> None:
@@ -177,7 +197,8 @@ async def open_loop(spec: Spec) -> dict[str, Any]:
     host = f"{spec.host}:{spec.port}"
     run = Run(spec)
     idle: asyncio.Queue[Conn | None] = asyncio.Queue()
-    for c in await _open_all(spec, spec.concurrency):
+    opened = [None] * spec.concurrency if spec.lazy else await _open_all(spec, spec.concurrency)
+    for c in opened:
         idle.put_nowait(c)
     tasks: set[asyncio.Task[None]] = set()
 
@@ -185,7 +206,7 @@ async def open_loop(spec: Spec) -> dict[str, Any]:
         conn = await idle.get()
         idle.put_nowait(await run.one(conn, data, due))
 
-    t0 = time.perf_counter()
+    t0 = run.t0 = time.perf_counter()
     deadline = t0 + spec.seconds
     for i in range(spec.requests):
         due = t0 + i / spec.rate

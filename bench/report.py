@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench import redis_sizing
+from bench import overload, redis_sizing
 
 # The connection count at which ack latency and PUTs per webhook are judged ("high
 # concurrency"). On two cores a bare Starlette endpoint alone already has a p99 near 100 ms at
@@ -100,6 +100,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             note,
         )
         add("ack p99 at high concurrency", float(high["latency"]["p99_ms"]), "<", 100, "ms", note)
+    out += overload.targets(results)
     e2e = results.get("e2e")
     if e2e:
         add(
@@ -324,6 +325,7 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
                 for p, m in e2e["memory"].items()
             ],
         )
+    lines += overload.markdown(results)
     lines += [f"![results]({plot_name})", "", "## How it is measured", "", HOW, ""]
     return "\n".join(lines)
 

@@ -36,6 +36,7 @@ async def test_hundreds_of_concurrent_webhooks_are_all_stored_in_shared_segments
     segments_before = REGISTRY.get_sample_value("shopipe_receiver_segments_total") or 0.0
     responses: list[httpx.Response | None] = [None] * N
     todo = list(range(N))
+    tries = [0] * N
     async with running(settings) as r:
 
         async def connection() -> None:
@@ -47,7 +48,12 @@ async def test_hundreds_of_concurrent_webhooks_are_all_stored_in_shared_segments
                 while todo:
                     i = todo.pop()
                     headers = signed_headers("orders/create", bodies[i], SECRET)
-                    responses[i] = await c.post(r.url, content=bodies[i], headers=headers)
+                    responses[i] = resp = await c.post(r.url, content=bodies[i], headers=headers)
+                    # On a starved machine a webhook may miss the answer deadline: a 503 that
+                    # Shopify would retry, and so does this sender (bounded).
+                    tries[i] += 1
+                    if resp.status_code == 503 and tries[i] < 3:
+                        todo.append(i)
 
         await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
         puts = r.receiver.commit.puts if r.receiver.commit else -1
@@ -70,5 +76,8 @@ async def test_hundreds_of_concurrent_webhooks_are_all_stored_in_shared_segments
                 found[rec.id] = rec.body
     finally:
         bucket.close()
-    assert len(names) == puts
+    # Every segment holds acknowledged webhooks, except one made durable after the deadline of
+    # all of its webhooks: it holds only copies whose retry was acknowledged elsewhere.
+    late = sum(t > 1 for t in tries)
+    assert puts - late <= len(names) <= puts
     assert [found[i] for i in ids] == bodies

@@ -12,6 +12,7 @@ import time
 import pytest
 from shopipe import segment
 from shopipe.errors import StorageUnavailable
+from shopipe_receiver.budget import BodyBudget
 from shopipe_receiver.groupcommit import GroupCommit, Stored
 
 pytestmark = pytest.mark.unit
@@ -156,7 +157,26 @@ async def test_cancelled_request_does_not_disturb_its_segment() -> None:
     store.gate.set()
     await first
     stored = await kept
-    # The cancelled client's record is still written: Shopify will retry and dedup handles it.
+    # Its segment had not started: the record that nobody waits for is left out, the other
+    # keeps its id (ids may skip an index).
+    (rec,) = segment.decode(store.objects[stored.key])
+    assert rec.id == stored.record_id
+    assert rec.id.endswith(":1")
+
+
+@pytest.mark.asyncio
+async def test_request_cancelled_during_its_put_is_still_written() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=2, max_bytes=1 << 20, max_wait=3600)
+    first = submit(gc, 0)
+    gone, kept = submit(gc, 1), submit(gc, 2)  # a full segment: its PUT starts at once
+    await until(lambda: len(store.calls) == 2, "both puts")
+    gone.cancel()
+    store.gate.set()
+    await first
+    stored = await kept
+    # Already on its way: Shopify retries the cancelled one and the done-markers dedup it.
     assert len(segment.decode(store.objects[stored.key])) == 2
 
 
@@ -173,3 +193,81 @@ async def test_close_writes_the_open_segment() -> None:
     await gc.close(grace=5)
     assert all(isinstance(r, Stored) for r in await asyncio.gather(*tasks))
     assert len(store.objects) == 2
+
+
+@pytest.mark.asyncio
+async def test_at_the_put_cap_the_open_segment_grows_instead_of_a_new_put() -> None:
+    store = Store()
+    store.gate.clear()
+    # max_wait 0: without the cap, every webhook would start a PUT of its own.
+    gc = GroupCommit(store.put, max_records=100, max_bytes=1 << 20, max_wait=0, max_puts=2)
+    tasks = [submit(gc, i) for i in range(10)]
+    await until(lambda: gc.records == 10, "all submitted")
+    assert len(store.calls) == 2
+    assert gc.in_flight == 2
+    assert gc.waiting == 1
+    assert gc.saturated
+    store.gate.set()
+    stored = await asyncio.gather(*tasks)
+    # The eight that came at the cap went out together, in the segment that grew meanwhile.
+    assert len(store.calls) == 3
+    assert sorted(s.records for s in stored) == [1, 1] + [8] * 8
+    assert gc.peak_in_flight == 2
+    assert not gc.saturated
+
+
+@pytest.mark.asyncio
+async def test_full_segments_wait_in_line_at_the_cap() -> None:
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=2, max_bytes=1 << 20, max_wait=0, max_puts=1)
+    tasks = [submit(gc, i) for i in range(7)]
+    await until(lambda: gc.records == 7, "all submitted")
+    assert len(store.calls) == 1
+    store.gate.set()
+    stored = await asyncio.gather(*tasks)
+    assert gc.peak_in_flight == 1
+    assert all(s.records <= 2 for s in stored)  # sealed segments never grew past full
+
+
+@pytest.mark.asyncio
+async def test_segment_of_requests_that_all_stopped_waiting_is_not_written() -> None:
+    store = Store()
+    store.gate.clear()
+    budget = BodyBudget(1 << 20)
+    gc = GroupCommit(
+        store.put, max_records=100, max_bytes=1 << 20, max_wait=0, max_puts=1, budget=budget
+    )
+    first = submit(gc, 0)
+    await until(lambda: len(store.calls) == 1, "first put")
+    assert budget.take(300)
+    late = [
+        asyncio.ensure_future(gc.submit({}, b"x" * 100, time.time(), held=100)) for _ in range(3)
+    ]
+    await until(lambda: gc.records == 4, "late ones joined")
+    for t in late:
+        t.cancel()  # their deadline passed: each was answered 503
+    assert budget.held == 300  # still in memory, in the open segment
+    store.gate.set()
+    await first
+    await until(lambda: budget.held == 0, "bytes given back")
+    assert len(store.calls) == 1
+    assert gc.puts == 1
+
+
+@pytest.mark.asyncio
+async def test_bytes_of_a_request_cancelled_mid_put_are_given_back_when_the_put_ends() -> None:
+    store = Store()
+    store.gate.clear()
+    budget = BodyBudget(1000)
+    gc = GroupCommit(store.put, max_records=100, max_bytes=1 << 20, max_wait=0, budget=budget)
+    assert budget.take(100)
+    task = asyncio.ensure_future(gc.submit({}, b"x" * 100, time.time(), held=100))
+    await until(lambda: len(store.calls) == 1, "the put")
+    task.cancel()
+    await asyncio.sleep(0)
+    assert budget.held == 100  # the PUT still holds the body
+    assert not budget.take(901)
+    store.gate.set()
+    await until(lambda: budget.held == 0, "bytes given back")
+    assert budget.peak == 100

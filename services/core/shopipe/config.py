@@ -14,6 +14,7 @@ import socket
 from collections.abc import Mapping
 from typing import TypeVar
 
+from shopipe.errors import ConfigError
 from shopipe.settings import Secret, describe, load, names, setting
 from shopipe.shopify import RETRY_WINDOW_SECONDS
 
@@ -32,6 +33,10 @@ __all__ = [
     "known_names",
     "load_settings",
 ]
+
+
+# Shopify waits this long for an answer, then counts the delivery failed and retries later.
+SHOPIFY_TIMEOUT_SECONDS = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +106,10 @@ class ReceiverSettings(CommonSettings):
         5 * 1024 * 1024, unit="bytes", minimum=1, help="Largest accepted webhook body."
     )
     body_timeout_seconds: float = setting(
-        10.0, unit="seconds", minimum=0.1, help="Deadline to receive a whole body."
+        10.0,
+        unit="seconds",
+        minimum=0.1,
+        help="Deadline to receive a whole body (SHOPIPE_ANSWER_DEADLINE_SECONDS cuts it shorter).",
     )
     segment_max_records: int = setting(
         500, unit="records", minimum=1, help="Group commit: most records in one segment."
@@ -122,6 +130,59 @@ class ReceiverSettings(CommonSettings):
         help="An idle client connection is closed after this. Keep it above the idle timeout of "
         "the proxy in front (ingress-nginx: 60 s), or our close races its reuse: a 502.",
     )
+    # --- bounds under overload and against hostile clients (docs/security.md) ---
+    answer_deadline_seconds: float = setting(
+        4.0,
+        unit="seconds",
+        minimum=0.1,
+        maximum=SHOPIFY_TIMEOUT_SECONDS - 0.5,
+        help="Every webhook is answered this long after its head arrived: 200 if its segment is "
+        "durable, else 503. Below Shopify's 5 s, with room for the network and the proxy.",
+    )
+    max_puts_in_flight: int = setting(
+        8,
+        unit="PUTs",
+        minimum=1,
+        maximum=64,
+        help="Segment PUTs in flight at once; while reached, open segments grow instead.",
+    )
+    max_body_bytes_in_memory: int = setting(
+        64 * 1024 * 1024,
+        unit="bytes",
+        minimum=1024,
+        help="Body bytes held at once (being read, in open segments, in PUTs); beyond, 503 at "
+        "once. At least SHOPIPE_MAX_BODY_BYTES.",
+    )
+    http_max_headers: int = setting(
+        100, unit="headers", minimum=10, help="More header lines in a request: 431."
+    )
+    http_max_header_bytes: int = setting(
+        32 * 1024,
+        unit="bytes",
+        minimum=1024,
+        help="Larger request head (request line and header lines): 431.",
+    )
+    http_head_timeout_seconds: float = setting(
+        5.0,
+        unit="seconds",
+        minimum=0.1,
+        help="A request head not complete this long after the connection opened (or the "
+        "request's first byte, on a reused connection): the connection is closed.",
+    )
+    http_max_connections: int = setting(
+        1000,
+        unit="connections",
+        minimum=2,
+        help="Open connections per process; a request on one beyond: 503 and close. Keep it "
+        "above the proxy's idle keep-alive connections to one receiver.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes_in_memory < self.max_body_bytes:
+            raise ConfigError(
+                "invalid configuration: SHOPIPE_MAX_BODY_BYTES_IN_MEMORY must be at least "
+                "SHOPIPE_MAX_BODY_BYTES (a body of the largest accepted size must fit)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

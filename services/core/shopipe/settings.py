@@ -41,13 +41,21 @@ def setting(
     unit: str = "",
     choices: tuple[str, ...] = (),
     minimum: float | None = None,
+    maximum: float | None = None,
     shown: str = "",
 ) -> Any:
     """Declare one setting. ``unit`` is mandatory in spirit: say seconds, bytes, count...
 
     ``shown`` replaces the default in the docs when it depends on the machine.
     """
-    meta = {"help": help, "unit": unit, "choices": choices, "minimum": minimum, "shown": shown}
+    meta = {
+        "help": help,
+        "unit": unit,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "shown": shown,
+    }
     if default is _REQUIRED:
         return dataclasses.field(default=_REQUIRED, metadata=meta)
     if isinstance(default, list | dict | set):
@@ -103,6 +111,9 @@ def _check(field: dataclasses.Field[Any], value: Any) -> None:
     minimum = field.metadata.get("minimum")
     if minimum is not None and isinstance(value, int | float) and value < minimum:
         raise ValueError(f"must be at least {minimum}")
+    maximum = field.metadata.get("maximum")
+    if maximum is not None and isinstance(value, int | float) and value > maximum:
+        raise ValueError(f"must be at most {maximum}")
 
 
 T = TypeVar("T")

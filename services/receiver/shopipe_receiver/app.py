@@ -1,15 +1,20 @@
 """The receiver's Starlette app: verify, store durably, answer; announce off the critical path.
 
-Order per webhook: read the body (cap, deadline) -> check the signature (401) -> validate the
-headers (400 naming one) -> join a segment and wait for its PUT (503 if it fails) -> 200 with
-the record id. The XADD announcing the segment runs after the answers, with a short deadline:
-a Redis outage never delays or fails acceptance; the sweeper finds unannounced segments.
+Order per webhook: take the body's bytes from the memory budget (503 at once if they do not
+fit) -> read the body (cap, deadline) -> check the signature (401) -> validate the headers (400
+naming one) -> join a segment and wait for its PUT (503 if it fails) -> 200 with the record id.
+Every answer leaves within SHOPIPE_ANSWER_DEADLINE_SECONDS of the request's start: a segment not
+durable by then is a 503 (a PUT that succeeds later is harmless: Shopify retries, and the
+worker's done-markers skip the second copy). The XADD announcing the segment runs after the
+answers, with a short deadline: a Redis outage never delays or fails acceptance; the sweeper
+finds unannounced segments.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +35,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shopipe_receiver import metrics
 from shopipe_receiver.access import AccessLog, log_request
-from shopipe_receiver.body import BodyError, read_body
+from shopipe_receiver.body import BodyError, BodyTooLarge, declared_length, read_body
+from shopipe_receiver.budget import BodyBudget
 from shopipe_receiver.groupcommit import GroupCommit
 
 log = get_logger(__name__)
@@ -69,6 +75,10 @@ class Receiver:
         self.redis = redis
         self.commit: GroupCommit | None = None
         self.last_storage_ok: float | None = None
+        self.budget = BodyBudget(settings.max_body_bytes_in_memory)
+        # Set by a 503 for lack of capacity (deadline, memory) or a failed PUT; cleared by
+        # /readyz once the store answers and no segment waits for a PUT slot.
+        self.shedding = False
         self._announces: set[asyncio.Task[None]] = set()
         self.starlette = self._build()
         # Wrapped: uvicorn takes a bound method for an ASGI2 app, an object with an async
@@ -82,17 +92,21 @@ class Receiver:
             return
         s = self.settings
         if self.buffer is None:
-            self.buffer = Buffer(s, concurrency=32)
+            # A thread per PUT slot, and room for /readyz's ping beside them.
+            self.buffer = Buffer(s, concurrency=s.max_puts_in_flight + 4)
         if self.redis is None:
             self.redis = MasterClient(RedisTarget.from_settings(s), service=SERVICE, pod=s.pod_name)
             self.redis.start_watch()
-        self.commit = GroupCommit(
+        self.commit = commit = GroupCommit(
             self._put,
             max_records=s.segment_max_records,
             max_bytes=s.segment_max_bytes,
             max_wait=s.segment_max_wait_seconds,
+            max_puts=s.max_puts_in_flight,
+            budget=self.budget,
             on_written=self._announce_later,
         )
+        metrics.watch(lambda: commit.in_flight, lambda: self.budget.held, lambda: self.shedding)
         core_metrics.set_build_info(SERVICE)
         log.info("receiver started", extra={"path": s.webhook_path})
 
@@ -209,10 +223,39 @@ class Receiver:
         self, scope: Scope, receive: Receive, received_at: float, state: dict[str, str]
     ) -> tuple[int, bytes]:
         s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.answer_deadline_seconds
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         state["topic"] = "unknown"
         try:
-            body = await read_body(receive, raw, s.max_body_bytes, s.body_timeout_seconds)
+            length = declared_length(raw)
+            if length is not None and length > s.max_body_bytes:
+                raise BodyTooLarge("body over the size cap")
+        except BodyError as e:
+            state["outcome"] = e.outcome
+            return _error(e.status, str(e))
+        # A chunked body (no length) takes the whole cap, given back down to its size once read.
+        held = _Held(s.max_body_bytes if length is None else length)
+        if not self.budget.take(held.n):
+            return self._shed(state, "over the memory budget")
+        try:
+            return await self._read_and_store(receive, raw, received_at, state, deadline, held)
+        finally:
+            self.budget.give(held.n)  # zero once a segment took the bytes: its PUT gives them
+
+    async def _read_and_store(
+        self,
+        receive: Receive,
+        raw: list[tuple[bytes, bytes]],
+        received_at: float,
+        state: dict[str, str],
+        deadline: float,
+        held: _Held,
+    ) -> tuple[int, bytes]:
+        s, loop = self.settings, asyncio.get_running_loop()
+        try:
+            timeout = min(s.body_timeout_seconds, deadline - loop.time())
+            body = await read_body(receive, raw, s.max_body_bytes, timeout)
         except BodyError as e:
             state["outcome"] = e.outcome
             return _error(e.status, str(e))
@@ -229,12 +272,21 @@ class Receiver:
         if self.commit is None:
             state["outcome"] = "unavailable"
             return _error(503, "starting or stopping")
+        if loop.time() >= deadline:
+            return self._shed(state, "answer deadline passed")
+        self.budget.give(held.n - len(body))
+        held.n = 0  # the segment holds the body now, and gives its bytes back
+        wait = asyncio.timeout_at(deadline)
         try:
-            stored = await self.commit.submit(
-                shopify.record_headers_of(parsed, found), body, received_at
-            )
+            async with wait:
+                stored = await self.commit.submit(
+                    shopify.record_headers_of(parsed, found), body, received_at, held=len(body)
+                )
         except Exception:
+            if wait.expired():
+                return self._shed(state, "answer deadline passed")
             # Anything failing the write is a 503: Shopify retries, and nothing was acknowledged.
+            self.shedding = True
             state["outcome"] = "unavailable"
             return _error(503, "storage unavailable")
         metrics.BODY_BYTES.observe(len(body))
@@ -243,19 +295,44 @@ class Receiver:
         # Record ids are [0-9a-f.:-] only (segment.record_id): no JSON escaping needed.
         return 200, b'{"ok":true,"id":"' + stored.record_id.encode() + b'"}'
 
+    def _shed(self, state: dict[str, str], why: str) -> tuple[int, bytes]:
+        """503 for lack of capacity: Shopify retries later, /readyz turns unready meanwhile."""
+        if not self.shedding:
+            log.warning("shedding load: answering 503", extra={"reason": why})
+        self.shedding = True
+        state["outcome"] = "overloaded"
+        return _error(503, why)
+
     async def status(self) -> dict[str, Any]:
+        commit = self.commit
         return {
             "redis_master": self.redis.address if self.redis is not None else None,
             "last_storage_success": self.last_storage_ok,
-            "segments_in_flight": self.commit.in_flight if self.commit is not None else 0,
+            "segments_in_flight": commit.in_flight if commit is not None else 0,
+            "segments_in_flight_peak": commit.peak_in_flight if commit is not None else 0,
+            "segments_waiting": commit.waiting if commit is not None else 0,
+            "body_bytes_held": self.budget.held,
+            "body_bytes_held_peak": self.budget.peak,
+            "shedding": self.shedding,
             "announces_pending": self.pending_announces,
         }
 
     async def ready(self) -> bool:
-        """Settings are valid (we run) and storage answered recently; Redis is not asked."""
+        """Settings are valid (we run) and storage answered recently; Redis is not asked.
+        While shedding, unready until the store answers again and no segment waits for a PUT
+        slot (the Service sends the traffic to other receivers meanwhile)."""
         max_age = self.settings.ready_storage_max_age_seconds
+        if self.shedding:
+            if self.commit is None or self.commit.saturated or not await self._ping(max_age):
+                return False
+            self.shedding = False
+            log.info("store answers again: ready, no longer shedding")
+            return True
         if self.last_storage_ok is not None and time.time() - self.last_storage_ok < max_age:
             return True
+        return await self._ping(max_age)
+
+    async def _ping(self, max_age: float) -> bool:
         if self.buffer is None:
             return False
         try:
@@ -273,6 +350,13 @@ class Receiver:
         webhook = Route(self.settings.webhook_path, _Endpoint(self._routed), methods=["POST"])
         routes = [webhook, *ops.routes]
         return Starlette(routes=routes, middleware=[Middleware(AccessLog)], lifespan=self.lifespan)
+
+
+@dataclasses.dataclass
+class _Held:
+    """Body bytes a request took from the budget and still owes it."""
+
+    n: int
 
 
 class _Endpoint:

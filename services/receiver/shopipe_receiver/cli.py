@@ -34,6 +34,7 @@ def run_receiver(_: argparse.Namespace) -> int:
     from shopipe.logs import setup
 
     from shopipe_receiver.app import create_app
+    from shopipe_receiver.server import uvicorn_options
 
     settings = load_settings(ReceiverSettings)
     setup("receiver", settings.log_level, settings.log_format)
@@ -42,11 +43,9 @@ def run_receiver(_: argparse.Namespace) -> int:
         settings.http_host,
         settings.http_port,
         access_log=False,  # ours is JSON and leaves out what must not be logged
-        server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=15,
-        timeout_keep_alive=settings.http_keepalive_seconds,
-        http="httptools",  # C parser (a dependency); uvicorn's pure-Python h11 costs more CPU
+        **uvicorn_options(settings),
     )
 
 

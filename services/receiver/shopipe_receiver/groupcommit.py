@@ -5,6 +5,12 @@ flight, or when it is full (records or bytes), or when its first record has wait
 So at low load a webhook waits for exactly one PUT, and under load the PUTs per webhook fall far
 below 1 while every request still gets its answer only after its own segment is durable. A failed
 PUT fails exactly the requests in that segment.
+
+PUTs in flight are capped (``max_puts``): while the cap is reached, the open segment keeps
+growing instead of starting a PUT, and a segment that fills up waits in line for a free slot.
+A request that stops waiting (its answer deadline passed) leaves its record behind; a segment
+drops such records when its PUT starts, and is not written at all if none is left, so a store
+that recovers is not first made to write what every sender was already told to retry.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +28,7 @@ from shopipe.logs import get_logger
 from shopipe.segment import Record
 
 from shopipe_receiver import metrics
+from shopipe_receiver.budget import BodyBudget
 
 log = get_logger(__name__)
 
@@ -47,6 +55,8 @@ class _Batch:
     waiters: list[asyncio.Future[Stored]] = field(default_factory=list)
     size: int = 0
     timer: asyncio.TimerHandle | None = None
+    due: bool = False  # its first record waited max_wait: it goes at the next free slot
+    held: int = 0  # body bytes taken from the budget, given back when its PUT ends
 
 
 class GroupCommit:
@@ -63,15 +73,21 @@ class GroupCommit:
         max_records: int,
         max_bytes: int,
         max_wait: float,
+        max_puts: int = 8,
+        budget: BodyBudget | None = None,
         on_written: OnWritten | None = None,
     ) -> None:
         self._put = put
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.max_wait = max_wait
+        self.max_puts = max_puts
+        self._budget = budget
         self._on_written = on_written
         self._open: _Batch | None = None
+        self._full: deque[_Batch] = deque()  # sealed segments waiting for a PUT slot
         self._in_flight = 0
+        self.peak_in_flight = 0  # highest PUTs in flight at once (status, tests)
         self._tasks: set[asyncio.Task[None]] = set()
         self.puts = 0  # segment PUTs attempted (tests and benchmarks read it)
         self.records = 0  # records submitted
@@ -80,12 +96,27 @@ class GroupCommit:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def submit(self, headers: Mapping[str, str], body: bytes, received_at: float) -> Stored:
-        """Add one webhook; returns once its segment is stored, or raises the PUT's error."""
+    @property
+    def waiting(self) -> int:
+        """Segments with records that wait for a PUT slot (the open one included)."""
+        return len(self._full) + (1 if self._open is not None else 0)
+
+    @property
+    def saturated(self) -> bool:
+        """Every PUT slot is taken, or segments wait for one."""
+        return self._in_flight >= self.max_puts or bool(self._full)
+
+    async def submit(
+        self, headers: Mapping[str, str], body: bytes, received_at: float, *, held: int = 0
+    ) -> Stored:
+        """Add one webhook; returns once its segment is stored, or raises the PUT's error.
+
+        ``held`` body bytes taken from the budget pass to the segment, which gives them back
+        when its PUT ends (also when the caller stopped waiting)."""
         size = len(body) + _RECORD_OVERHEAD + sum(len(k) + len(v) + 8 for k, v in headers.items())
         batch = self._open
         if batch is not None and batch.records and batch.size + size > self.max_bytes:
-            self._flush(batch)
+            self._seal(batch)
             batch = None
         if batch is None:
             batch = self._open = _Batch(segment.new_name(received_at))
@@ -96,33 +127,67 @@ class GroupCommit:
         waiter: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         batch.waiters.append(waiter)
         batch.size += size
+        batch.held += held
         self.records += 1
-        if (
-            self._in_flight == 0
-            or len(batch.records) >= self.max_records
-            or batch.size >= self.max_bytes
-            or self.max_wait <= 0
-        ):
-            self._flush(batch)
+        if len(batch.records) >= self.max_records or batch.size >= self.max_bytes:
+            self._seal(batch)
+        elif self._in_flight == 0 or self.max_wait <= 0:
+            batch.due = True
+            self._next()
         elif batch.timer is None:
             batch.timer = asyncio.get_running_loop().call_later(self.max_wait, self._expire, batch)
         return await waiter
 
     def _expire(self, batch: _Batch) -> None:
-        if self._open is batch:
-            self._flush(batch)
+        batch.timer = None
+        batch.due = True
+        self._next()
 
-    def _flush(self, batch: _Batch) -> None:
+    def _seal(self, batch: _Batch) -> None:
+        """``batch`` takes no more records: it is written at once, or waits for a slot."""
         if self._open is batch:
             self._open = None
         if batch.timer is not None:
             batch.timer.cancel()
             batch.timer = None
+        self._full.append(batch)
+        self._next()
+
+    def _next(self) -> None:
+        """Start PUTs while there is a free slot: sealed segments first (oldest first), then
+        the open one once it is due. At the cap, nothing starts: the open segment grows."""
+        while self._in_flight < self.max_puts:
+            if self._full:
+                self._start(self._full.popleft())
+            elif self._open is not None and (self._open.due or self._in_flight == 0):
+                batch, self._open = self._open, None
+                if batch.timer is not None:
+                    batch.timer.cancel()
+                    batch.timer = None
+                self._start(batch)
+            else:
+                return
+
+    def _start(self, batch: _Batch) -> None:
+        # Records whose request stopped waiting (deadline passed: answered 503) are left out.
+        kept = [(r, w) for r, w in zip(batch.records, batch.waiters, strict=True) if not w.done()]
+        if len(kept) < len(batch.records):
+            batch.records = [r for r, _ in kept]
+            batch.waiters = [w for _, w in kept]
+        if not batch.records:
+            self._release(batch)
+            return
         self._in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         self.puts += 1
         task = asyncio.create_task(self._write(batch), name=f"segment:{batch.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _release(self, batch: _Batch) -> None:
+        if self._budget is not None and batch.held:
+            self._budget.give(batch.held)
+            batch.held = 0
 
     async def _write(self, batch: _Batch) -> None:
         key = segment.incoming_key(batch.name)
@@ -155,19 +220,26 @@ class GroupCommit:
             for w in batch.waiters:
                 if not w.done():  # cancelled mid-write (shutdown): never leave a request hanging
                     w.set_exception(StorageUnavailable("segment write cancelled"))
+            self._release(batch)
             self._in_flight -= 1
             # What gathered during this write goes out now: the heart of group commit.
-            if self._in_flight == 0 and self._open is not None:
-                self._flush(self._open)
+            self._next()
 
     async def close(self, grace: float = 10.0) -> None:
-        """Write what is open and wait (bounded) for every write in flight."""
+        """Write what is open and wait (bounded) for every write in flight or in line."""
         if self._open is not None:
-            self._flush(self._open)
-        pending = set(self._tasks)
-        if not pending:
-            return
-        _done, late = await asyncio.wait(pending, timeout=grace)
+            self._seal(self._open)
+        deadline = time.monotonic() + grace
+        # Bounded: each turn waits for at least one write to end, and time is bounded too.
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - time.monotonic())
+        for batch in self._full:  # never started: their requests get a 503
+            for w in batch.waiters:
+                if not w.done():
+                    w.set_exception(StorageUnavailable("receiver stopping"))
+            self._release(batch)
+        self._full.clear()
+        late = set(self._tasks)
         for task in late:
             task.cancel()
         for task in late:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from shopipe.metrics import REGISTRY, topic_label
 
-OUTCOMES = ("accepted", "unauthorized", "bad_request", "too_large", "timeout", "unavailable")
+OUTCOMES = (
+    "accepted",
+    "unauthorized",
+    "bad_request",
+    "too_large",
+    "timeout",
+    "unavailable",
+    "overloaded",
+)
 
 REQUESTS = Counter(
     "shopipe_receiver_requests_total",
@@ -54,6 +63,38 @@ ANNOUNCE_FAILURES = Counter(
     "XADDs that failed after a durable write (the sweeper recovers them).",
     registry=REGISTRY,
 )
+
+PUTS_IN_FLIGHT = Gauge(
+    "shopipe_receiver_puts_in_flight",
+    "Segment PUTs in flight now (never above SHOPIPE_MAX_PUTS_IN_FLIGHT).",
+    registry=REGISTRY,
+)
+BODY_BYTES_HELD = Gauge(
+    "shopipe_receiver_body_bytes_held",
+    "Body bytes held in memory now (SHOPIPE_MAX_BODY_BYTES_IN_MEMORY bounds it).",
+    registry=REGISTRY,
+)
+SHEDDING = Gauge(
+    "shopipe_receiver_shedding",
+    "1 while the receiver answers 503 for lack of capacity (and /readyz fails), else 0.",
+    registry=REGISTRY,
+)
+HTTP_REFUSED = Counter(
+    "shopipe_receiver_http_refused_total",
+    "Requests refused before the app saw them, by reason: header_count and header_bytes "
+    "(431), head_timeout (connection closed), connections (503).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+def watch(
+    puts: Callable[[], float], held: Callable[[], float], shedding: Callable[[], bool]
+) -> None:
+    """The gauges read the receiver's state when scraped: nothing to update on the hot path."""
+    PUTS_IN_FLIGHT.set_function(puts)
+    BODY_BYTES_HELD.set_function(held)
+    SHEDDING.set_function(lambda: float(shedding()))
 
 
 # Label children by (topic label, outcome): ``labels()`` takes a lock and builds a key per call,

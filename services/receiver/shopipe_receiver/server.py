@@ -1,4 +1,4 @@
-"""Run a receiver inside the current event loop (tests, benchmarks): port 0 allowed."""
+"""How uvicorn serves the receiver (``shopipe receiver`` and in-loop for tests: port 0 allowed)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,30 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from shopipe.config import ReceiverSettings
 from shopipe.httpops import serve
 
 from shopipe_receiver.app import Receiver
+from shopipe_receiver.protocol import HeadLimits, protocol_for
+
+
+def uvicorn_options(settings: ReceiverSettings) -> dict[str, Any]:
+    """The uvicorn options of a receiver, the same in both ways it runs."""
+    limits = HeadLimits(
+        settings.http_max_headers,
+        settings.http_max_header_bytes,
+        settings.http_head_timeout_seconds,
+    )
+    return {
+        "timeout_keep_alive": settings.http_keepalive_seconds,
+        # httptools (C parser) with our head limits; uvicorn's pure-Python h11 costs more CPU.
+        "http": protocol_for(limits),
+        # uvicorn answers 503 once open connections reach this: the +1 counts the one asking.
+        "limit_concurrency": settings.http_max_connections + 1,
+        "server_header": False,
+    }
 
 
 @dataclass(frozen=True)
@@ -44,10 +63,7 @@ async def running(settings: ReceiverSettings) -> AsyncIterator[Running]:
     await receiver.start()
     try:
         server = await serve(
-            receiver.app,
-            settings.http_host,
-            settings.http_port,
-            timeout_keep_alive=settings.http_keepalive_seconds,
+            receiver.app, settings.http_host, settings.http_port, **uvicorn_options(settings)
         )
         try:
             await _listening(settings.http_host, server.port)

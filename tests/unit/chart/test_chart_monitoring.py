@@ -119,7 +119,10 @@ def test_label_matchers_use_documented_labels_and_values():
             for label, _op, value in MATCHER.findall(selector):
                 assert label in meta["labels"], f"{where}: {series} has no label {label}"
                 if label == "outcome":
-                    assert value in meta["values"], f"{where}: {series} outcome {value!r}"
+                    # A regex matcher names alternatives: each must be a documented value.
+                    values = value.split("|") if _op == "=~" else [value]
+                    for v in values:
+                        assert v in meta["values"], f"{where}: {series} outcome {v!r}"
         grouped = set()
         for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
             grouped |= {x.strip() for x in clause.split(",") if x.strip()} - {"le"}
