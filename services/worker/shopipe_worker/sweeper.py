@@ -159,7 +159,7 @@ class Sweeper:
         at = Pass.parse(await self.master.call(lambda r: r.hgetall(cursor), deadline=self.deadline))
         horizon = time.time() - s.sweep_grace_seconds
         if at.after:
-            await self._publish_oldest(await self.store.list(segment.INCOMING, limit=1))
+            self._publish_oldest(await self.store.list(segment.INCOMING, limit=1))
         covered: set[str] | None = None
         announced = 0
         # Bounded: every page moves the cursor on through a finite listing, and the pass ends
@@ -169,7 +169,7 @@ class Sweeper:
                 segment.INCOMING, limit=s.sweep_page_keys, start_after=at.after
             )
             if not at.after:
-                await self._publish_oldest(page)
+                self._publish_oldest(page)
             old = [
                 o.key
                 for o in page
@@ -231,7 +231,7 @@ class Sweeper:
                 pipe.hset(self.keys.sweeper_cursor(), mapping={"after": at.after, "seen": at.seen})
             await pipe.execute()
 
-    async def _publish_oldest(self, page: list[ObjectInfo]) -> None:
+    def _publish_oldest(self, page: list[ObjectInfo]) -> None:
         keys = [o.key for o in page if segment.is_segment_key(o.key)]
         self._oldest = max(0.0, time.time() - segment.time_of(keys[0])) if keys else 0.0
         m.OLDEST_SECONDS.set(self._oldest)
