@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, drain, e2e, ingest, report
+from bench import baselines, drain, e2e, ingest, report, sweep
 from bench.harness import Bench
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,9 @@ class Profile:
     # with one worker comes first, for comparison (0 skips it).
     e2e_workers: int = 2
     single_worker_seconds: float = 60.0
+    # The sweep phase (not in the default phases: filling the bucket alone takes minutes).
+    sweep_segments: int = 200_000
+    sweep_limit: float = 900.0
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -64,6 +67,8 @@ QUICK = Profile(
     drain_limit=30.0,
     soak_seconds=30.0,
     single_worker_seconds=0.0,
+    sweep_segments=10_000,
+    sweep_limit=180.0,
 )
 
 
@@ -144,6 +149,9 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
                 results["e2e"] = e2e.run(
                     bench, receiver, workers, done_file, p.e2e_rate, p.soak_seconds
                 )
+        if "sweep" in phases:
+            log(f"sweep of {p.sweep_segments} segments unknown to Redis")
+            results["sweep"] = sweep.run(bench, p.sweep_segments, p.sweep_limit, **p.worker_env)
     results["duration_s"] = time.monotonic() - t0
     results["meta"]["load_end"] = os.getloadavg()[0]
     return results
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phases",
         default="baselines,ingest,drain,e2e",
-        help="comma separated subset of baselines,ingest,drain,e2e",
+        help="comma separated subset of baselines,ingest,drain,e2e,sweep (sweep: not by default)",
     )
     ap.add_argument(
         "--report-only", type=Path, metavar="JSON", help="re-render the report from a results.json"

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import sweep
+
 # The connection count at which ack latency and PUTs per webhook are judged ("high
 # concurrency"). On two cores a bare Starlette endpoint alone already has a p99 near 100 ms at
 # 256 connections, so a higher level would measure the machine, not the receiver.
@@ -320,6 +322,8 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
                 for p, m in e2e["memory"].items()
             ],
         )
+    if results.get("sweep"):
+        lines += sweep.section(results["sweep"])
     lines += [f"![results]({plot_name})", "", "## How it is measured", "", HOW, ""]
     return "\n".join(lines)
 

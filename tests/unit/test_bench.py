@@ -164,3 +164,20 @@ def test_report_names_the_workers_and_the_one_worker_comparison(tmp_path: Path) 
     text = md.read_text()
     assert "for 30 s with 2 workers" in text
     assert "| same, one worker, 60 s before the soak | 300 | 300 | 300 | 300 | 300 |" in text
+
+
+def test_report_shows_the_sweep_phase_when_it_ran() -> None:
+    results = _results(2000.0)
+    assert "## Sweep" not in report.markdown(results)
+    results["sweep"] = {
+        "segments": 200_000,
+        "sweep_interval_s": 2.0,
+        "sweep_s": 301.5,
+        "elapsed_s": 320.0,
+        "complete": True,
+        "processed": 200_000.0,
+        "list_calls": 215.0,
+        "worker_peak_rss_mb": 98.2,
+    }
+    text = report.markdown(results)
+    assert "| 200,000 | 301.5 | 320.0 | yes | 215 | 98.2 (pass) |" in text
