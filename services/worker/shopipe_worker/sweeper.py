@@ -97,7 +97,9 @@ class Sweeper:
         self.store = store
         self.keys = Keys(settings.key_prefix)
         self.deadline = redis_deadline(settings)
-        self.lock_seconds = max(5.0, 3 * settings.sweep_interval_seconds)
+        # Renewed before every page, so it only has to outlast one page's LIST and round trip,
+        # with room for a machine under load; it also delays a successor if its holder dies.
+        self.lock_seconds = max(30.0, 3 * settings.sweep_interval_seconds)
         # The most entries the stream may hold undelivered or pending for a sweep to run and
         # add to it (covered_keys reads that many; past it the backlog is being worked on).
         self.cap = cap
@@ -162,8 +164,8 @@ class Sweeper:
             self._publish_oldest(await self.store.list(segment.INCOMING, limit=1))
         covered: set[str] | None = None
         announced = 0
-        # Bounded: every page moves the cursor on through a finite listing, and the pass ends
-        # at its end or at the grace horizon.
+        # Bounded: every page moves the cursor on through a finite listing (a page is listed
+        # twice at most), and the pass ends at its end or at the grace horizon.
         while await self._held(lock):
             page = await self.store.list(
                 segment.INCOMING, limit=s.sweep_page_keys, start_after=at.after
@@ -183,6 +185,10 @@ class Sweeper:
                 if covered is None:
                     log.info("backlog too large to sweep now; skipped")
                     return announced
+                # List this page again: a key listed before ``covered`` was read may have been
+                # acknowledged in between (and looked lost); one listed after it was read is
+                # either covered or lost, since an object goes before its entry's XACK.
+                continue
             lost, full = self._advance(at, page, horizon, covered or set(), room - announced)
             ended = not full and (len(page) < s.sweep_page_keys or len(old) < _segments(page))
             await self.master.call(
