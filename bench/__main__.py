@@ -68,7 +68,7 @@ QUICK = Profile(
     soak_seconds=30.0,
     single_worker_seconds=0.0,
     sweep_segments=10_000,
-    sweep_limit=180.0,
+    sweep_limit=300.0,
 )
 
 

@@ -100,6 +100,8 @@ def run(bench: Bench, n: int, limit: float, **worker_settings: str) -> dict[str,
                 swept_s = elapsed
         metrics = worker.metrics()
         peak_rss = worker.rss()[1]
+        alive = bench.stack.table.alive(worker.name)
+        log_tail = bench.log_of(worker).read_text(errors="replace").splitlines()[-20:]
     finally:
         bench.stop_server(worker)
     return {
@@ -113,6 +115,8 @@ def run(bench: Bench, n: int, limit: float, **worker_settings: str) -> dict[str,
         "complete": processed >= n,
         "list_calls": total(metrics, "bench_s3_requests_total", op="ListObjectsV2"),
         "worker_peak_rss_mb": peak_rss / 2**20,
+        "worker_alive_at_end": alive,
+        "worker_log_tail": [] if processed >= n else log_tail,
         "progress": progress,
     }
 

@@ -233,9 +233,10 @@ class Consumer:
         )
         for gone in [i for i in ids if i not in mine]:
             if self.waiting.pop(gone, None) is None and gone in self.in_flight:
-                # Paused past the threshold: another consumer has it now (its done-markers
-                # keep the records from being applied twice).
-                log.warning("an entry in flight was taken over", extra={"entry": gone})
+                # Acknowledged by its finish just now, or taken over by another consumer
+                # after a pause past the threshold (done-markers keep its records from
+                # being applied twice).
+                log.info("an entry in flight is no longer held", extra={"entry": gone})
 
     async def _retry_due(self) -> None:
         free = self.settings.concurrency - len(self.in_flight)
