@@ -19,6 +19,7 @@ import pytest_asyncio
 from shopipe.buffer import Buffer, ObjectInfo
 from shopipe.config import WorkerSettings
 from shopipe.metrics import REGISTRY
+from shopipe_worker import sweeper as sweeper_module
 from shopipe_worker.sweeper import Sweeper
 
 from tests.worker_kit import Kit, headers, kit
@@ -169,3 +170,20 @@ async def test_a_round_adds_no_more_than_the_backlog_cap_and_the_next_round_cont
     # The next round starts where the last stopped: the first 30 are not announced again.
     assert await sweeper(kit, store, cap=30).sweep_once() == 20
     assert await announced(kit) == Counter(lost)
+
+
+@pytest.mark.asyncio
+async def test_the_backlog_is_read_in_chunks_up_to_the_cap(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(sweeper_module, "CHUNK", 4)  # several chunks of each kind
+    s = kit.settings
+    r = await kit.master.get()
+    keys = [f"incoming/k{i:02d}" for i in range(20)]
+    for key in keys:
+        await kit.announce(key)
+    await r.xgroup_create(s.stream, s.consumer_group, id="0")
+    await r.xreadgroup(s.consumer_group, "w", {s.stream: ">"}, count=9)  # 9 pending, 11 not
+    got = await sweeper_module.covered_keys(r, s.stream, s.consumer_group, 100)
+    assert got == set(keys)
+    assert await sweeper_module.covered_keys(r, s.stream, s.consumer_group, 10) is None

@@ -147,7 +147,10 @@ class Consumer:
                         continue
                 entries = await self.call(self._reader(free))
                 delay = 0.1
-            except (RedisUnavailable, rex.RedisError, OSError) as e:
+            # RuntimeError: uvloop's, for a command on a connection the master client closed
+            # under it when it reset (seen under load); like any Redis error, it must not end
+            # the loop (the worker would exit with its work in hand).
+            except (RedisUnavailable, rex.RedisError, OSError, RuntimeError) as e:
                 log.warning("reading the stream failed", extra={"error": type(e).__name__})
                 await self._pause(random.uniform(0, delay))  # full jitter
                 delay = min(delay * 2, 5.0)

@@ -47,26 +47,41 @@ def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# Entries per command when reading the backlog: a reply of 10,000 entries, parsed on a busy
+# worker, ran past the command timeout, and the reset that followed failed other work in hand.
+CHUNK = 1000
+
+
 async def covered_keys(r: Redis, stream: str, group: str, cap: int) -> set[str] | None:
     """Object keys named by entries undelivered or pending in ``group``; None past ``cap``
     (a backlog that large is being worked on: sweeping it would only duplicate it)."""
     sb = await backlog.stream_backlog(r, stream, group)
     if sb.pending > cap:
         return None
-    undelivered: Any = await r.xrange(stream, min="(" + sb.last_delivered, max="+", count=cap + 1)
-    if len(undelivered or []) > cap:
-        return None
-    keys = {_s(f.get(b"key", b"")) for _, f in undelivered or [] if f}
+    keys: set[str] = set()
+    start, read = "(" + sb.last_delivered, 0
+    while True:  # bounded: CHUNK entries a step, at most cap in all
+        rows: Any = await r.xrange(stream, min=start, max="+", count=CHUNK) or []
+        read += len(rows)
+        if read > cap:
+            return None
+        keys.update(_s(f.get(b"key", b"")) for _, f in rows if f)
+        if len(rows) < CHUNK:
+            break
+        start = "(" + _s(rows[-1][0])
     # No group yet (a Redis that lost its data, before any worker read): nothing pending.
-    pending = (
-        await r.xpending_range(stream, group, min="-", max="+", count=cap) if sb.pending else []
-    )
-    if pending:
+    start, read = "-", 0
+    while sb.pending and read < cap:  # bounded likewise
+        pending = await r.xpending_range(stream, group, min=start, max="+", count=CHUNK)
+        read += len(pending)
         async with r.pipeline(transaction=False) as pipe:
             for row in pending:
                 pipe.xrange(stream, min=row["message_id"], max=row["message_id"], count=1)
             for found in await pipe.execute():
                 keys.update(_s(f.get(b"key", b"")) for _, f in found or [] if f)
+        if len(pending) < CHUNK:
+            break
+        start = "(" + _s(pending[-1]["message_id"])
     return keys
 
 
@@ -154,7 +169,9 @@ class Sweeper:
 
     async def _sweep(self, lock: Lock, room: int) -> int:
         s = self.settings
-        if room <= 0:
+        if room < self.cap // 2:
+            # Reading a backlog that large costs more than the few segments it leaves room
+            # for; the next round finds more room.
             log.info("backlog too large to sweep now; skipped")
             return 0
         cursor = self.keys.sweeper_cursor()
