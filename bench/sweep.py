@@ -8,8 +8,8 @@ and announce them again, page by page, while the worker processes them.
 Measured from the worker's start: the time until the sweeper had announced them all (sweep
 time) and until all were processed, the LIST calls (counted in the worker by
 ``bench.handler``) and the worker's peak RSS (goal: under 150 MB; the sweeper used to list the
-whole prefix first, ~408 B per object). A round adds at most the backlog cap (10,000 entries)
-to the stream, so the sweep runs at the pace of processing, one round per sweep interval.
+whole prefix first, ~408 B per object). A round fills the stream's backlog up to 10,000
+entries, and runs once it is under 5,000: the sweep goes at the pace of processing.
 """
 
 from __future__ import annotations

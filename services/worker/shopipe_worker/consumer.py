@@ -5,10 +5,11 @@ Every entry a worker holds is either in flight (a task processes it) or waiting 
 ``claim_idle_seconds`` by a task of their own, which runs until the drain is over (XCLAIM JUSTID
 keeps their idle time low, and only for entries this consumer still owns), so only the entries
 of a crashed or paused consumer grow idle, and any worker reclaims those after
-``claim_idle_seconds`` (XAUTOCLAIM): seconds, while a handler may run far longer without being
-run twice (as long as it does not block the event loop for that long). A waiting entry is retried by
-its holder after an exponential backoff on its delivery count, claiming it again (XCLAIM, which
-counts the delivery); past ``max_attempts`` the processor dead-letters what still fails.
+``claim_idle_seconds`` (XAUTOCLAIM), before it reads new ones: seconds, while a handler may run
+far longer without being run twice (unless it blocks the event loop that long). A waiting
+entry is retried by its holder after an exponential backoff on its delivery count, claiming it
+again (XCLAIM, which counts the delivery); past ``max_attempts`` the processor dead-letters what
+still fails.
 
 Redis errors never end the loop: the master client resolves the master again and this loop
 backs off with jitter. Work in hand is never dropped: its object stays in the bucket until the
