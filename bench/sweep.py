@@ -141,7 +141,7 @@ def section(sweep: dict[str, Any]) -> list[str]:
         f"{sweep['segments']:,} one-webhook segments an hour old in a bucket of their own, Redis"
         f" knowing nothing of them; {sweep.get('workers', 1)} workers, sweep interval"
         f" {sweep['sweep_interval_s']:g} s. Sweep time: until the sweeper had announced them"
-        " all; processed: until the worker had processed them all.",
+        " all; processed: until the workers had processed them all.",
         "",
         "| segments | sweep s | processed s | all processed | LIST calls | worker peak RSS MB"
         " (goal < 150) |",
