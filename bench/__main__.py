@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, drain, e2e, ingest, overload, redis_sizing, report
+from bench import baselines, drain, e2e, ingest, overload, redis_sizing, report, sweep
 from bench.harness import Bench
 
 HERE = Path(__file__).resolve().parent
@@ -54,6 +54,9 @@ class Profile:
     overload_rate: float = 100.0
     overload_seconds: float = 15.0
     overload_connections: int = 600
+    # The sweep phase (not in the default phases: filling the bucket alone takes minutes).
+    sweep_segments: int = 200_000
+    sweep_limit: float = 900.0
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -76,6 +79,8 @@ QUICK = Profile(
     memory_bodies=500,
     memory_limit=60.0,
     overload_seconds=6.0,
+    sweep_segments=10_000,
+    sweep_limit=300.0,
 )
 
 
@@ -176,6 +181,9 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
                 results["e2e"] = e2e.run(
                     bench, receiver, workers, done_file, p.e2e_rate, p.soak_seconds
                 )
+        if "sweep" in phases:
+            log(f"sweep of {p.sweep_segments} segments unknown to Redis")
+            results["sweep"] = sweep.run(bench, p.sweep_segments, p.sweep_limit, **p.worker_env)
     results["duration_s"] = time.monotonic() - t0
     results["meta"]["load_end"] = os.getloadavg()[0]
     return results
@@ -213,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phases",
         default="baselines,ingest,drain,e2e,memory,overload",
-        help="comma separated subset of baselines,ingest,drain,e2e,memory,overload",
+        help="comma separated subset of baselines,ingest,drain,e2e,memory,overload,sweep "
+        "(sweep: not by default)",
     )
     ap.add_argument(
         "--report-only", type=Path, metavar="JSON", help="re-render the report from a results.json"

@@ -191,3 +191,20 @@ def test_report_gives_the_redis_sizing_table(tmp_path: Path) -> None:
     # 86,400 webhooks a day at 400 B; with bodies half of them add 10,000 B more.
     assert "Per day at 1 webhook/s on average (steady state with the 24 h TTLs): 33 MB" in text
     assert "with state bodies: 445 MB (5400 B per webhook)" in text
+
+
+def test_report_shows_the_sweep_phase_when_it_ran() -> None:
+    results = _results(2000.0)
+    assert "## Sweep" not in report.markdown(results)
+    results["sweep"] = {
+        "segments": 200_000,
+        "sweep_interval_s": 2.0,
+        "sweep_s": 301.5,
+        "elapsed_s": 320.0,
+        "complete": True,
+        "processed": 200_000.0,
+        "list_calls": 215.0,
+        "worker_peak_rss_mb": 98.2,
+    }
+    text = report.markdown(results)
+    assert "| 200,000 | 301.5 | 320.0 | yes | 215 | 98.2 (pass) |" in text

@@ -204,13 +204,24 @@ class WorkerSettings(CommonSettings):
         300.0, unit="seconds", minimum=0.0, help="Longest retry backoff."
     )
     claim_idle_seconds: float = setting(
-        30.0, unit="seconds", minimum=0.1, help="Reclaim entries idle this long (crashed worker)."
+        5.0,
+        unit="seconds",
+        minimum=0.1,
+        help="Reclaim entries idle this long: their consumer stopped heartbeating them (crashed "
+        "or paused); live consumers refresh theirs several times within it.",
     )
     consumer_idle_seconds: float = setting(
         3600.0, unit="seconds", minimum=1, help="Remove consumers idle this long with no pending."
     )
     sweep_interval_seconds: float = setting(
         30.0, unit="seconds", minimum=0.1, help="How often the sweeper lists incoming/."
+    )
+    sweep_page_keys: int = setting(
+        1000,
+        unit="keys",
+        minimum=1,
+        help="Keys of incoming/ the sweeper lists and holds at once (one page; S3 sends at most "
+        "1000 per LIST call).",
     )
     sweep_grace_seconds: float = setting(
         60.0, unit="seconds", minimum=0.0, help="Segments older than this are re-announced."

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+
+def _id(entry: object) -> str:
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 
 async def announce(r: Redis, stream: str, key: str, n: int, maxlen: int) -> str:
     """XADD one segment. Approximate trimming: what it drops, the sweeper finds in the bucket."""
-    entry = await r.xadd(stream, {"key": key, "n": str(n)}, maxlen=maxlen, approximate=True)
-    return entry.decode() if isinstance(entry, bytes) else str(entry)
+    return _id(await r.xadd(stream, {"key": key, "n": str(n)}, maxlen=maxlen, approximate=True))
+
+
+def announce_in(pipe: Pipeline, stream: str, keys: list[str], n: int, maxlen: int) -> None:
+    """Queue one XADD per segment on ``pipe`` (the sweeper sends a page of them in one round
+    trip), with the fields ``announce`` writes."""
+    for key in keys:
+        pipe.xadd(stream, {"key": key, "n": str(n)}, maxlen=maxlen, approximate=True)
 
 
 async def ensure_group(r: Redis, stream: str, group: str) -> None:
@@ -40,6 +51,9 @@ class Keys:
 
     def sweeper_lock(self) -> str:
         return f"{self.prefix}:sweeper:lock"
+
+    def sweeper_cursor(self) -> str:
+        return f"{self.prefix}:sweeper:cursor"
 
     def state(self, shop: str, kind: str, resource_id: str) -> str:
         return f"{self.prefix}:state:{shop}:{kind}:{resource_id}"

@@ -1,11 +1,15 @@
 """The consumer loop: read announcements, process segments concurrently, retry, reclaim.
 
 Every entry a worker holds is either in flight (a task processes it) or waiting for its retry
-(its handlers failed; it stays pending in the group). Both are heartbeated (XCLAIM JUSTID keeps
-their idle time low), so only the entries of a crashed or stopped consumer grow idle, and any
-worker reclaims those after ``claim_idle_seconds`` (XAUTOCLAIM). A waiting entry is retried by
-its holder after an exponential backoff on its delivery count, claiming it again (XCLAIM, which
-counts the delivery); past ``max_attempts`` the processor dead-letters what still fails.
+(its handlers failed; it stays pending in the group). Both are heartbeated five times per
+``claim_idle_seconds`` by a task of their own, which runs until the drain is over (XCLAIM JUSTID
+keeps their idle time low, and only for entries this consumer still owns), so only the entries
+of a crashed or paused consumer grow idle, and any worker reclaims those after
+``claim_idle_seconds`` (XAUTOCLAIM), before it reads new ones: seconds, while a handler may run
+far longer without being run twice (unless it blocks the event loop that long). A waiting
+entry is retried by its holder after an exponential backoff on its delivery count, claiming it
+again (XCLAIM, which counts the delivery); past ``max_attempts`` the processor dead-letters what
+still fails.
 
 Redis errors never end the loop: the master client resolves the master again and this loop
 backs off with jitter. Work in hand is never dropped: its object stays in the bucket until the
@@ -65,6 +69,7 @@ class Consumer:
         # The block must end before the socket timeout, or every quiet read would look dead.
         self.block_ms = max(10, int(min(s.block_seconds, 0.8 * s.redis_timeout_seconds) * 1000))
         self.claim_idle_ms = int(s.claim_idle_seconds * 1000)
+        self.reclaim_every = min(1.0, s.claim_idle_seconds / 4)
         self.max_waiting = max(100, 50 * s.concurrency)
 
     # --- control -----------------------------------------------------------------------------
@@ -112,6 +117,7 @@ class Consumer:
             await self.master.call(
                 lambda r: ensure_group(r, self.stream, self.group), deadline=self.deadline
             )
+        beat = asyncio.create_task(self._beat(), name="worker-heartbeat")
         maintenance = asyncio.create_task(self._maintain(), name="worker-maintenance")
         try:
             await self._read_loop()
@@ -119,19 +125,33 @@ class Consumer:
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
-            await self._drain()
+            await self._drain(beat)
 
     async def _read_loop(self) -> None:
         delay = 0.1
+        next_reclaim = 0.0
         while not self.stopping:
             free = self.settings.concurrency - len(self.in_flight)
             if free <= 0 or len(self.waiting) >= self.max_waiting:
                 await self._pause(self.settings.block_seconds)
                 continue
             try:
+                # Idle entries (a dead consumer's) go before new ones: they are older, and
+                # under load every slot freed would otherwise go to a new entry first.
+                if time.monotonic() >= next_reclaim:
+                    taken = await self._reclaim(free)
+                    # Every slot went to idle entries: there may be more, look again first.
+                    wait = 0.0 if taken >= free else self.reclaim_every
+                    next_reclaim = time.monotonic() + wait
+                    free -= taken
+                    if free <= 0:
+                        continue
                 entries = await self.call(self._reader(free))
                 delay = 0.1
-            except (RedisUnavailable, rex.RedisError, OSError) as e:
+            # RuntimeError: uvloop's, for a command on a connection the master client closed
+            # under it when it reset (seen under load); like any Redis error, it must not end
+            # the loop (the worker would exit with its work in hand).
+            except (RedisUnavailable, rex.RedisError, OSError, RuntimeError) as e:
                 log.warning("reading the stream failed", extra={"error": type(e).__name__})
                 await self._pause(random.uniform(0, delay))  # full jitter
                 delay = min(delay * 2, 5.0)
@@ -182,32 +202,45 @@ class Consumer:
 
     async def _maintain(self) -> None:
         s = self.settings
-        tick = min(1.0, s.claim_idle_seconds / 4)
-        heartbeat_every = s.claim_idle_seconds / 3
+        tick = self.reclaim_every
         reap_every = min(60.0, max(1.0, s.consumer_idle_seconds / 2))
-        last_beat = last_reap = time.monotonic()
+        last_reap = time.monotonic()
         while True:
             await asyncio.sleep(tick)  # a period, not a synchronisation
             now = time.monotonic()
             try:
-                if now - last_beat >= heartbeat_every:
-                    await self._heartbeat()
-                    last_beat = now
                 await self._retry_due()
-                await self._reclaim()
                 if now - last_reap >= reap_every:
                     await self._reap()
                     last_reap = now
             except Exception as e:
                 log.warning("maintenance step failed", extra={"error": type(e).__name__})
 
+    async def _beat(self) -> None:
+        """Heartbeat the entries in hand until cancelled (after the drain). Its own task, so
+        no slow maintenance step delays it; a missed beat is caught up by the next ones."""
+        every = self.settings.claim_idle_seconds / 5
+        while True:
+            await asyncio.sleep(every)  # a period, not a synchronisation
+            try:
+                await self._heartbeat()
+            except Exception as e:
+                log.warning("heartbeat failed", extra={"error": type(e).__name__})
+
     async def _heartbeat(self) -> None:
         ids = [*self.in_flight, *self.waiting]
         if not ids:
             return
-        alive = await self.call(lambda r: ops.touch(r, self.stream, self.group, self.me, ids))
-        for gone in [i for i in self.waiting if i not in alive and i in ids]:
-            self.waiting.pop(gone, None)  # acknowledged or deleted elsewhere
+        mine = await self.call(
+            lambda r: ops.touch(r, self.stream, self.group, self.me, ids),
+            deadline=self.settings.claim_idle_seconds,
+        )
+        for gone in [i for i in ids if i not in mine]:
+            if self.waiting.pop(gone, None) is None and gone in self.in_flight:
+                # Acknowledged by its finish just now, or taken over by another consumer
+                # after a pause past the threshold (done-markers keep its records from
+                # being applied twice).
+                log.info("an entry in flight is no longer held", extra={"entry": gone})
 
     async def _retry_due(self) -> None:
         free = self.settings.concurrency - len(self.in_flight)
@@ -229,21 +262,22 @@ class Consumer:
                 entry.attempt += 1
                 self._start(entry)
 
-    async def _reclaim(self) -> None:
-        free = self.settings.concurrency - len(self.in_flight)
-        if free <= 0 or self.stopping:
-            return
+    async def _reclaim(self, free: int) -> int:
+        """Take up to ``free`` entries idle past ``claim_idle_seconds``; how many started."""
         cursor, entries = await self.call(
             lambda r: ops.autoclaim(
                 r, self.stream, self.group, self.me, self.claim_idle_ms, self._cursor, free
             )
         )
         self._cursor = cursor
+        started = 0
         for entry in entries:
             if entry.id in self.in_flight:
                 continue
             log.info("reclaimed an idle entry", extra={"entry": entry.id, "attempt": entry.attempt})
             self._start(entry)
+            started += 1
+        return started
 
     async def _reap(self) -> None:
         idle_ms = int(self.settings.consumer_idle_seconds * 1000)
@@ -255,17 +289,22 @@ class Consumer:
 
     # --- shutdown ----------------------------------------------------------------------------
 
-    async def _drain(self) -> None:
-        """Let in-flight segments finish within ``drain_seconds``; release the rest."""
+    async def _drain(self, beat: asyncio.Task[None]) -> None:
+        """Let in-flight segments finish within ``drain_seconds`` (still heartbeated: the drain
+        may outlast the claim threshold); release the rest."""
         tasks = list(self._tasks.values())
+        late_ids: list[str] = []
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.settings.drain_seconds)
             late_ids = [i for i, t in self._tasks.items() if t in late]
             for t in late:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-            # Look idle at once, so another worker reclaims them without waiting.
-            await self._release(late_ids, self.claim_idle_ms + 1000)
+        beat.cancel()  # before the releases, which a late beat would undo
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        # Look idle at once, so another worker reclaims them without waiting.
+        await self._release(late_ids, self.claim_idle_ms + 1000)
         await self.finisher.close(grace=5.0)
         now = time.monotonic()
         for entry in list(self.waiting.values()):

@@ -49,7 +49,7 @@ PENDING = Gauge(
 )
 INCOMING_OBJECTS = Gauge(
     "shopipe_backlog_incoming_objects",
-    "Segments under incoming/ (sampled by the sweeper).",
+    "Segments under incoming/ counted by the sweeper's last full pass.",
     registry=REGISTRY,
 )
 OLDEST_SECONDS = Gauge(

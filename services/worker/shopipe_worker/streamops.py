@@ -62,18 +62,40 @@ async def claim(r: Redis, stream: str, group: str, me: str, ids: list[str]) -> l
     return [e for raw_id, fields in reply if (e := _entry(raw_id, fields)) is not None]
 
 
+# XCLAIM takes an entry whatever its owner, so a consumer back from a pause longer than the
+# claim threshold would take back entries another consumer reclaimed and run them twice. No
+# command refreshes only one's own entries: this script checks the owner (XPENDING) first.
+_TOUCH_OWN = """
+local mine = {}
+for i = 4, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then
+    if ARGV[3] == '' then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    end
+    mine[#mine + 1] = ARGV[i]
+  end
+end
+return mine
+"""
+
+
 async def touch(
     r: Redis, stream: str, group: str, me: str, ids: list[str], idle_ms: int | None = None
 ) -> set[str]:
-    """Reset (or set, with ``idle_ms``) the idle time of ``ids`` without counting a delivery.
+    """Reset (or set, with ``idle_ms``) the idle time of those of ``ids`` that ``me`` still
+    holds, without counting a delivery; returns them.
 
-    Returns the ids still pending. Used as a heartbeat for work in hand, and with a large
-    ``idle_ms`` to release work so another consumer reclaims it at once."""
+    The heartbeat of work in hand; with a large ``idle_ms`` it releases work so another
+    consumer reclaims it at once. Entries another consumer took over are left to it."""
     if not ids:
         return set()
-    wanted: list[Any] = list(ids)
-    reply: Any = await r.xclaim(stream, group, me, 0, wanted, idle=idle_ms, justid=True)
-    return {_s(i) for i in reply}
+    script = r.register_script(_TOUCH_OWN)
+    args: list[Any] = [group, me, "" if idle_ms is None else str(idle_ms), *ids]
+    reply: Any = await script(keys=[stream], args=args)
+    return {_s(i) for i in reply or []}
 
 
 async def autoclaim(
