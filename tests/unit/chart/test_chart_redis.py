@@ -138,3 +138,26 @@ def test_external_sentinels_replace_the_in_chart_redis(matrix, chart):
     worker = chart.one(objs, "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
     ref = env_of(worker)["SHOPIPE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "shopipe-credentials", "key": "redis-password", "optional": True}
+
+
+def test_redis_and_sentinels_get_guaranteed_qos_and_the_priority_class(matrix, chart):
+    for values in ("inchart-redis-values.yaml", "full-values.yaml"):
+        for suffix in ("-redis", "-sentinel"):
+            spec = chart.one(matrix[values], "StatefulSet", suffix)["spec"]["template"]["spec"]
+            main = spec["containers"][0]
+            assert main["resources"]["requests"] == main["resources"]["limits"], (values, suffix)
+            if values == "full-values.yaml":
+                assert spec["priorityClassName"] == "shopipe-data"
+            else:
+                assert "priorityClassName" not in spec
+
+
+def test_redis_requests_below_limits_are_refused(chart):
+    proc = chart.template(
+        "-f",
+        chart.chart_dir / "ci" / "inchart-redis-values.yaml",
+        "--set",
+        "redis.resources.requests.cpu=100m",
+    )
+    assert proc.returncode != 0
+    assert "requests must equal limits" in proc.stderr
