@@ -3,7 +3,7 @@
 # (master_link_status:up). A rolling update waits for this before it takes the next pod, so it
 # never stops the master while the only other copy is still loading or syncing.
 set -eu
-info="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli --no-auth-warning -p 6379 \
+info="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli --no-auth-warning -p "${REDIS_PORT:-6379}" \
     --raw INFO replication 2>/dev/null | tr -d '\r')" || exit 1
 case "$info" in
     *role:master*) exit 0 ;;
