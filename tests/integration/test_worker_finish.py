@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from shopipe import segment
+from shopipe.config import WorkerSettings
 from shopipe.metrics import REGISTRY
 from shopipe.stream import ensure_group
 from shopipe_worker import streamops
@@ -19,6 +20,11 @@ pytestmark = pytest.mark.integration
 __all__ = ["kit"]  # the fixture, imported for pytest
 
 BATCHES = "shopipe_worker_finish_batch_segments"
+
+
+def finisher_of(kit: Kit, settings: WorkerSettings | None = None) -> Finisher:
+    s = settings or kit.settings
+    return Finisher(s, kit.store, lambda fn: kit.master.call(fn, deadline=10), kit.master)
 
 
 def observed() -> tuple[float, float]:
@@ -48,7 +54,7 @@ async def pending(kit: Kit) -> int:
 @pytest.mark.asyncio
 async def test_segments_finished_together_share_one_batch(kit: Kit) -> None:
     work = await delivered(kit, 10)
-    finisher = Finisher(kit.settings, kit.store, lambda fn: kit.master.call(fn, deadline=10))
+    finisher = finisher_of(kit)
     before = observed()
     await asyncio.gather(*(finisher.finish(i, k) for i, k in work))
     count, total = observed()
@@ -62,7 +68,7 @@ async def test_segments_finished_together_share_one_batch(kit: Kit) -> None:
 @pytest.mark.asyncio
 async def test_an_entry_without_object_is_only_acknowledged(kit: Kit) -> None:
     (entry_id, key), (other_id, _) = await delivered(kit, 2)
-    finisher = Finisher(kit.settings, kit.store, lambda fn: kit.master.call(fn, deadline=10))
+    finisher = finisher_of(kit)
     await finisher.finish(other_id, None)
     assert await pending(kit) == 1
     assert len(await kit.store.list(segment.INCOMING)) == 2  # nothing removed for it
@@ -76,7 +82,7 @@ async def test_an_entry_without_object_is_only_acknowledged(kit: Kit) -> None:
 async def test_archiving_moves_the_objects_under_processed(kit: Kit) -> None:
     work = await delivered(kit, 3)
     settings = kit.with_settings(SHOPIPE_ARCHIVE="true")
-    finisher = Finisher(settings, kit.store, lambda fn: kit.master.call(fn, deadline=10))
+    finisher = finisher_of(kit, settings)
     await asyncio.gather(*(finisher.finish(i, k) for i, k in work))
     archived = {o.key for o in await kit.store.list(segment.PROCESSED)}
     assert archived == {segment.processed_key(segment.name_of(k)) for _, k in work}
