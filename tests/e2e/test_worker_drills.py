@@ -271,4 +271,8 @@ async def test_master_killed_with_1000_webhooks_in_flight_then_failover_back(
     got = await drill.wait_counted(ids + more, timeout=90)
     assert got == dict.fromkeys(ids + more, 1)
     await wait_for(lambda: following(first), 20, "workers back on the old node")
+    # Objects go only once a replica confirmed their done-markers: none while first is alone.
+    assert not await drill.incoming_empty()
+    await asyncio.to_thread(st.restart_redis, second)
+    await wait_for(lambda: asyncio.to_thread(synced_replica, st, second), 40, "a replica again")
     await wait_for(drill.incoming_empty, 30, "every segment removed")

@@ -184,6 +184,7 @@ class MasterClient:
         self.name = f"shopipe:{service}:{pod}"
         # The master the connection in use talks to; None while there is none (not connected
         # yet, or resolving again after a failover): /status reports it, the operator reads it.
+        # A fixed address (no Sentinel) is the one master such a process ever uses: it stays.
         self.address: str | None = None
         self._last: str | None = None  # the master of the previous connection, for the log
         self._redis: Redis | None = None
@@ -223,8 +224,9 @@ class MasterClient:
         """Drop the connection; the next get() resolves the master again."""
         old, self._redis = self._redis, None
         if old is not None:
-            self.address = None
-            set_master(self.service, None)
+            if self.target.fixed is None:
+                self.address = None
+                set_master(self.service, None)
             count_reconnect(self.service)
             with contextlib.suppress(Exception):
                 await old.aclose()
@@ -240,6 +242,7 @@ class MasterClient:
         end = time.monotonic() + deadline
         delay = 0.05
         while True:
+            r: Redis | None = None
             try:
                 r = await self.get()
                 epoch = self.epoch  # read with no await since get(): the epoch of ``r``
@@ -248,7 +251,8 @@ class MasterClient:
                 if not master_lost(e):
                     raise
                 err: Exception = e
-            await self.reset()
+            if r is None or r is self._redis:  # else another task has moved on already
+                await self.reset()
             left = end - time.monotonic()
             if left <= 0:
                 raise RedisUnavailable(f"redis: {type(err).__name__}") from err
