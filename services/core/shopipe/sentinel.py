@@ -193,6 +193,7 @@ class MasterClient:
         self.epoch = 0
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
+        self._retired: dict[asyncio.Task[None], Redis] = {}  # old connections, closing soon
 
     async def get(self) -> Redis:
         if self._redis is not None:
@@ -228,8 +229,18 @@ class MasterClient:
                 self.address = None
                 set_master(self.service, None)
             count_reconnect(self.service)
-            with contextlib.suppress(Exception):
-                await old.aclose()
+            # Closed later, not now: other tasks may be mid-command on it, and a client closed
+            # under them fails with errors of no class (RuntimeError) that would pass for a
+            # handler's. Their commands end within the socket timeout either way.
+            self._retired[asyncio.create_task(self._close_later(old))] = old
+
+    async def _close_later(self, old: Redis) -> None:
+        await asyncio.sleep(2 * self.target.timeout + 1)
+        with contextlib.suppress(Exception):
+            await old.aclose()
+        me = asyncio.current_task()
+        if me is not None:
+            self._retired.pop(me, None)
 
     async def call(self, fn: Callable[[Redis], Awaitable[T]], *, deadline: float) -> T:
         """Run ``fn`` on the master, resolving again and retrying until ``deadline`` seconds."""
@@ -248,7 +259,9 @@ class MasterClient:
                 epoch = self.epoch  # read with no await since get(): the epoch of ``r``
                 return await fn(r), epoch
             except Exception as e:
-                if not master_lost(e):
+                # A connection dropped under ``fn`` (a failover moved on) fails it with
+                # whatever error: that is the master moving too, not an error of ``fn``.
+                if not (master_lost(e) or (r is not None and r is not self._redis)):
                     raise
                 err: Exception = e
             if r is None or r is self._redis:  # else another task has moved on already
@@ -294,6 +307,13 @@ class MasterClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
+        retired, self._retired = self._retired, {}
+        for task, client_ in retired.items():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):
+                await client_.aclose()  # also when the task was cancelled before it ran
         old, self._redis = self._redis, None
         if old is not None:
             await old.aclose()
