@@ -229,13 +229,13 @@ class MasterClient:
                 self.address = None
                 set_master(self.service, None)
             count_reconnect(self.service)
-            # Closed later, not now: other tasks may be mid-command on it, and a client closed
-            # under them fails with errors of no class (RuntimeError) that would pass for a
-            # handler's. Their commands end within the socket timeout either way.
+            # Closed one socket timeout later, not now: other tasks may be mid-command on it,
+            # and a client closed under them fails with errors of no class (RuntimeError) that
+            # would pass for a handler's. By then every command on it has ended either way.
             self._retired[asyncio.create_task(self._close_later(old))] = old
 
     async def _close_later(self, old: Redis) -> None:
-        await asyncio.sleep(2 * self.target.timeout + 1)
+        await asyncio.sleep(self.target.timeout)
         with contextlib.suppress(Exception):
             await old.aclose()
         me = asyncio.current_task()
