@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint unit bench manifests images tools clean
+.PHONY: dev test lint unit bench manifests images tools clean drills
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 test: $(STAMP) tools lint
 	$(BIN)/pytest
+
+# The partition drills alone (root: network namespaces); `make test` runs them too.
+drills: $(STAMP)
+	$(BIN)/python -m tests.drills.cleanup
+	$(BIN)/pytest -m drill tests/drills
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
