@@ -87,13 +87,14 @@ class Load:
         self.per_side = per_side
         self.attempts: list[Attempt] = []
         self.bodies: dict[str, tuple[dict[str, str], bytes]] = {}
+        self.body_extra: dict[str, Any] = {}  # e.g. {"sleep": 0.05}: a slower handler
         self.stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._n = 0
 
     def _new(self) -> str:
         self._n += 1
-        body = json.dumps({"n": self._n}).encode()
+        body = json.dumps({"n": self._n, **self.body_extra}).encode()
         headers = signed_headers(TOPIC, body, self.stack.info.shopify_secret)
         wid = headers["X-Shopify-Webhook-Id"]
         self.bodies[wid] = (headers, body)

@@ -13,6 +13,12 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from shopipe.devstack.info import fmt
+from shopipe.devstack.redis import Address, client
 
 from tests.drills.checker import SIDES, Checker, Figures, Load, recovery_after
 from tests.drills.faults import Faults
@@ -40,12 +46,22 @@ class Drill:
         self.fault_at = 0.0
         self.healed_at = 0.0
 
-    async def until(self, what: str, check: Callable[[], bool], timeout: float) -> float:
-        """Poll ``check`` (sync, run off the loop) until true; seconds it took."""
+    async def until(
+        self,
+        what: str,
+        check: Callable[[], bool],
+        timeout: float,
+        detail: Callable[[], object] | None = None,
+    ) -> float:
+        """Poll ``check`` (sync, run off the loop) until true; seconds it took. On timeout the
+        AssertionError holds ``detail()`` (what was seen)."""
         t0 = time.monotonic()
         while not await asyncio.to_thread(check):
             if time.monotonic() - t0 > timeout:
-                raise AssertionError(f"[drill {self.name}] timed out after {timeout:.0f} s: {what}")
+                seen = f"; seen: {await asyncio.to_thread(detail)}" if detail else ""
+                raise AssertionError(
+                    f"[drill {self.name}] timed out after {timeout:.0f} s: {what}{seen}"
+                )
             await asyncio.sleep(0.1)
         return time.monotonic() - t0
 
@@ -99,3 +115,66 @@ class Drill:
             with Path(path).open("a") as f:
                 f.write(json.dumps(figs.__dict__, default=str) + "\n")
         return figs
+
+    # --- what the drills look at ---
+
+    def pod_master(self, host: str) -> str | None:
+        """The Redis master ``host``'s process says it uses (/status), None if silent."""
+        try:
+            resp = httpx.get(self.stack.url(host, "/status"), timeout=1.0)
+            doc = resp.json()
+            value = doc.get("redis_master", doc.get("master"))  # the operator says "master"
+        except (httpx.HTTPError, ValueError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def pod_masters(self) -> dict[str, str | None]:
+        return {h: self.pod_master(h) for h in self.stack.pipeline}
+
+    def pods_on(self, master: Address) -> bool:
+        want = fmt(master)
+        return all(m == want for m in self.pod_masters().values())
+
+    async def until_pods_on(self, master: Address, timeout: float = 60.0) -> float:
+        return await self.until(
+            f"every pod on {fmt(master)}", lambda: self.pods_on(master), timeout, self.pod_masters
+        )
+
+    def role(self, addr: Address) -> str | None:
+        try:
+            with client(addr, self.stack.info.redis_password) as r:
+                return str(r.execute_command("ROLE")[0])
+        except redis.RedisError:
+            return None
+
+    def replica_synced(self, addr: Address) -> bool:
+        try:
+            with client(addr, self.stack.info.redis_password) as r:
+                info = r.info("replication")
+        except redis.RedisError:
+            return False
+        return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
+
+    def refuses_writes(self, addr: Address) -> bool:
+        """True once ``addr`` answers a write with an error (NOREPLICAS, READONLY)."""
+        try:
+            with client(addr, self.stack.info.redis_password) as r:
+                r.set("drill:probe", "1")
+        except redis.ResponseError:
+            return True
+        except redis.RedisError:
+            return False
+        return False
+
+    def pending_of(self, consumer: str) -> int:
+        def count(r: redis.Redis) -> int:
+            rows: Any = r.xpending_range(
+                "shopipe:webhooks", "shopipe-workers", "-", "+", 1000, consumername=consumer
+            )
+            return len(rows)
+
+        try:
+            with client(self.stack.current_master(), self.stack.info.redis_password) as r:
+                return count(r)
+        except Exception:
+            return 0
