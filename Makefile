@@ -31,7 +31,8 @@ test: $(STAMP) tools lint
 # The partition drills alone (root: network namespaces); `make test` runs them too.
 drills: $(STAMP)
 	$(BIN)/python -m tests.drills.cleanup
-	$(BIN)/pytest -m drill tests/drills
+	mkdir -p .shopipe
+	DRILL_RESULTS=.shopipe/drills.jsonl $(BIN)/pytest -m drill tests/drills
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

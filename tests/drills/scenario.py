@@ -103,12 +103,12 @@ class Drill:
             await asyncio.sleep(0.25)
         await asyncio.sleep(1.0)
 
-    async def finish(self, wait: float = 60.0) -> Figures:
+    async def finish(self, wait: float = 60.0, **notes: object) -> Figures:
         await self.load.finish()
         figs = await self.checker.figures(
             self.name, self.fault_at, self.healed_at or time.monotonic(), self.baseline, wait
         )
-        figs.notes.setdefault("baseline", f"{self.baseline:.0f}/s")
+        figs.notes.update(baseline=f"{self.baseline:.0f}/s", **notes)
         self.report(figs.line())
         path = os.environ.get(RESULTS_ENV)
         if path:
