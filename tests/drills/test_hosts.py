@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -77,3 +79,20 @@ async def test_the_local_operator_restarts_a_pod_in_its_own_host(
         # The backend's table reaps what it restarted (its child), the stack's the first one.
         await asyncio.to_thread(backend.table.stop_all, 1.0)
         await asyncio.to_thread(stack.table.stop_all, 1.0)
+
+
+def test_without_cap_net_admin_a_drill_fails_with_one_clear_line(tmp_path: Path):
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to drop CAP_NET_ADMIN")
+    res = subprocess.run(
+        [
+            "setpriv", "--bounding-set", "-net_admin", sys.executable, "-m", "pytest",
+            "tests/drills/test_partitions.py", "-k", "one_sentinel", "-q", "-p",
+            "no:cacheprovider", f"--basetemp={tmp_path}",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode != 0
+    why = "the partition drills need root (CAP_NET_ADMIN) to create network namespaces"
+    assert res.stdout.count(why) >= 1, res.stdout[-2000:]
+    assert "Traceback" not in res.stdout
