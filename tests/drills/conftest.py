@@ -11,11 +11,11 @@ from __future__ import annotations
 import atexit
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
 
-from tests.conftest import register_state_dir
 from tests.drills.faults import Faults
 from tests.drills.hosts import NetStack
 from tests.drills.netns import Net, cleanup_leftovers, missing_privilege
@@ -44,11 +44,8 @@ def net() -> Iterator[Net]:
 
 
 @pytest.fixture
-def drill(
-    net: Net, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Drill]:
-    state_dir = tmp_path_factory.mktemp("drill")
-    register_state_dir(state_dir)
+def drill(net: Net, stack_dir: Path, request: pytest.FixtureRequest) -> Iterator[Drill]:
+    state_dir = stack_dir  # registered for the suite's leak check
     reporter = request.config.pluginmanager.getplugin("terminalreporter")
     capture = request.config.pluginmanager.getplugin("capturemanager")
 

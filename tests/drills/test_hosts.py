@@ -17,7 +17,6 @@ from shopipe.devstack.services import spawn_service
 from shopipe_operator.backends.base import Pod
 from shopipe_operator.backends.local import LocalBackend
 
-from tests.conftest import register_state_dir
 from tests.drills.faults import Faults
 from tests.drills.hosts import NetStack
 from tests.drills.netns import Net, run
@@ -52,11 +51,8 @@ def test_faults_cut_and_heal_leave_no_rule(net: Net):
 
 
 @pytest.mark.asyncio
-async def test_the_local_operator_restarts_a_pod_in_its_own_host(
-    net: Net, tmp_path_factory: pytest.TempPathFactory
-):
-    state_dir = tmp_path_factory.mktemp("hosts")
-    register_state_dir(state_dir)
+async def test_the_local_operator_restarts_a_pod_in_its_own_host(net: Net, stack_dir: Path):
+    state_dir = stack_dir
     stack = NetStack(state_dir, net)
     info = stack._plan()  # addresses and secrets only: no server is needed here
     info.save()
