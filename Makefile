@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Each worker owns its stacks (free ports, own state dirs).
 TEST_WORKERS ?= 4
 
-.PHONY: dev test lint unit bench manifests images tools clean
+.PHONY: dev test lint unit bench manifests images tools clean drills
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ lint: $(STAMP)
 
 test: $(STAMP) tools lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
+
+# The partition drills alone (root: network namespaces); `make test` runs them too.
+drills: $(STAMP)
+	$(BIN)/python -m tests.drills.cleanup
+	mkdir -p .shopipe
+	DRILL_RESULTS=.shopipe/drills.jsonl $(BIN)/pytest -m drill tests/drills
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
