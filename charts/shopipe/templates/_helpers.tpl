@@ -62,8 +62,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- include "shopipe.fullname" . -}}
 {{- end -}}
 
-{{- define "shopipe.redisName" -}}{{ include "shopipe.component" (dict "root" . "component" "redis") }}{{- end -}}
-{{- define "shopipe.sentinelName" -}}{{ include "shopipe.component" (dict "root" . "component" "sentinel") }}{{- end -}}
+{{/* StatefulSet names stay within 52 characters: the controller-revision-hash label of their
+     pods is the name plus "-" and a hash of up to 10 characters, and a label value has 63 at
+     most. The release part is cut, never the suffix, so Redis and Sentinel stay apart. */}}
+{{- define "shopipe.statefulSetName" -}}
+{{- $room := sub 52 (add1 (len .component)) | int -}}
+{{- printf "%s-%s" (include "shopipe.fullname" .root | trunc $room | trimSuffix "-") .component -}}
+{{- end -}}
+{{- define "shopipe.redisName" -}}{{ include "shopipe.statefulSetName" (dict "root" . "component" "redis") }}{{- end -}}
+{{- define "shopipe.sentinelName" -}}{{ include "shopipe.statefulSetName" (dict "root" . "component" "sentinel") }}{{- end -}}
 {{- define "shopipe.redisHeadless" -}}{{ include "shopipe.redisName" . | trunc 54 | trimSuffix "-" }}-headless{{- end -}}
 {{- define "shopipe.sentinelHeadless" -}}{{ include "shopipe.sentinelName" . | trunc 54 | trimSuffix "-" }}-headless{{- end -}}
 
