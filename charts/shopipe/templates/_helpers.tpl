@@ -168,9 +168,20 @@ podAntiAffinity:
 {{/* Rolls pods when their settings or credentials change. */}}
 {{- define "shopipe.checksums" -}}
 checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
-{{- if not .root.Values.existingSecret }}
-checksum/secret: {{ include (print .root.Template.BasePath "/secret.yaml") .root | sha256sum }}
-{{- end }}
+checksum/secret: {{ include "shopipe.secretChecksum" .root }}
+{{- end -}}
+
+{{/* A hash of the credentials, in every pod template that reads them (apps, Redis, Sentinel):
+     a changed password rolls all of its users, not only some (WRONGPASS otherwise). With
+     existingSecret, the live Secret is read at install and upgrade (empty under helm template),
+     so `helm upgrade` after changing it rolls the pods too. */}}
+{{- define "shopipe.secretChecksum" -}}
+{{- if .Values.existingSecret -}}
+{{- $live := lookup "v1" "Secret" .Release.Namespace .Values.existingSecret | default dict -}}
+{{- get $live "data" | toJson | sha256sum -}}
+{{- else -}}
+{{- include (print .Template.BasePath "/secret.yaml") . | sha256sum -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Writable scratch space; the root filesystem is read-only. */}}
