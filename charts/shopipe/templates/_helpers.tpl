@@ -195,3 +195,11 @@ checksum/secret: {{ include "shopipe.secretChecksum" .root }}
 - name: tmp
   mountPath: /tmp
 {{- end -}}
+
+{{/* "true" when the cluster serves the Prometheus Operator's CRD of .kind. Without it a
+     ServiceMonitor or PrometheusRule aborts the whole install ("no matches for kind"): the
+     object is left out instead and NOTES.txt says so. helm template has no cluster: pass
+     --api-versions monitoring.coreos.com/v1/<Kind>. */}}
+{{- define "shopipe.hasMonitoringCRD" -}}
+{{- if .root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind) -}}true{{- end -}}
+{{- end -}}
