@@ -5,12 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint unit bench manifests images tools clean
+.PHONY: dev test lint unit bench manifests images lock tools clean
 
-$(STAMP): pyproject.toml
+# The locked versions (hashes checked), then shopipe itself, editable; `pip install -e '.[dev]'`
+# still works for a quick start, unlocked.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 tools: $(STAMP)
@@ -25,8 +28,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(STAMP) tools lint
-	$(BIN)/pytest
+# The image smoke test (tests/e2e/test_images.py) runs what `make images` built; the image store
+# is removed afterwards, pass or fail (it holds gigabytes; the base and pip's cache are kept).
+test: $(STAMP) tools lint images
+	$(BIN)/pytest; status=$$?; bash scripts/images.sh clean; exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -37,5 +42,10 @@ manifests: $(STAMP) tools
 images:
 	bash scripts/images.sh
 
+# Regenerate the locks after changing pyproject.toml's dependencies (pip-tools, from PyPI only).
+lock:
+	bash scripts/lock.sh
+
 clean:
+	bash scripts/images.sh clean
 	rm -rf $(VENV) .tools .shopipe .mypy_cache .ruff_cache .pytest_cache
