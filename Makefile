@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # The image smoke test (tests/e2e/test_images.py) runs what `make images` built; the image store
-# is removed afterwards, pass or fail (it holds gigabytes; the base and pip's cache are kept).
+# is removed afterwards, pass or fail (it holds gigabytes; the mmdebstrap base is kept).
 test: $(STAMP) tools lint images
 	$(BIN)/pytest; status=$$?; bash scripts/images.sh clean; exit $$status
 

@@ -82,7 +82,7 @@ SUITE=bookworm
 BASE_KEY="$(printf '%s\n' "$SUITE" "${MM_ARGS[@]}" | sha256sum | cut -c1-12)"
 BASE_TAR="$CACHE/base-$SUITE-$BASE_KEY.tar"
 BASE_IMAGE="${BASE_IMAGE:-localhost/shopipe-base:$SUITE-$BASE_KEY}"
-mkdir -p "$CACHE/debs" "$CACHE/pip"
+mkdir -p "$CACHE/debs"
 
 if [[ "$BASE_IMAGE" == localhost/shopipe-base:* ]]; then
     if [ ! -s "$BASE_TAR" ]; then
@@ -111,8 +111,7 @@ if [[ "$BASE_IMAGE" == localhost/shopipe-base:* ]]; then
 fi
 
 # --- pip inside the build: the host's CA bundle and index, never baked into a layer ------------
-# Only the build stages run pip; the settings come in as bind mounts and leave with the stage,
-# and so does pip's cache (kept beside the base: a rebuild downloads nothing).
+# Only the build stages run pip; the settings come in as bind mounts and leave with the stage.
 PIPCONF="$ROOT/.shopipe/images-pip.conf"
 CA="$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().openssl_cafile)')"
 CA="${PIP_CERT:-${SSL_CERT_FILE:-$CA}}"
@@ -128,7 +127,6 @@ for svc in "${SERVICES[@]}"; do
     # --layers keeps every step's result: the second and third service reuse all but the last.
     "${BAH[@]}" build --layers --pull=never --isolation chroot --network host \
         --volume "$CA:/run/shopipe-build/ca.pem:ro" --volume "$PIPCONF:/etc/pip.conf:ro" \
-        --volume "$CACHE/pip:/root/.cache/pip" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg SERVICE="$svc" \
         --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" \
         --file "$ROOT/Dockerfile" --tag "$REGISTRY/shopipe-$svc:$TAG" "$ROOT" >&2
@@ -136,13 +134,15 @@ for svc in "${SERVICES[@]}"; do
 done
 log "three images built in $((SECONDS - start)) s"
 
-# --- sizes: uncompressed (the store's) and compressed (gzip'd layers, as a registry holds them) -
+# --- sizes: uncompressed (the store's) and compressed (gzip'd layers, as a registry holds them).
+# The three share every layer, so one push to an archive measures them all.
 for svc in "${SERVICES[@]}"; do
     image="$REGISTRY/shopipe-$svc:$TAG"
-    archive="$ROOT/.shopipe/shopipe-$svc.oci.tar"
-    rm -f "$archive"
-    "${BAH[@]}" push --quiet --compression-format gzip "$image" "oci-archive:$archive" >/dev/null
-    size="$("${BAH[@]}" images --noheading --format '{{.Size}}' "$image" | head -1)"
-    log "$image: $size uncompressed, $(($(stat -c %s "$archive") / 1000000)) MB compressed"
-    rm -f "$archive"
+    log "$image: $("${BAH[@]}" images --noheading --format '{{.Size}}' "$image" | head -1) uncompressed"
 done
+archive="$ROOT/.shopipe/shopipe-images.oci.tar"
+rm -f "$archive"
+"${BAH[@]}" push --quiet --compression-format gzip "$REGISTRY/shopipe-receiver:$TAG" \
+    "oci-archive:$archive" >/dev/null
+log "each image: $(($(stat -c %s "$archive") / 1000000)) MB compressed (gzip, all layers)"
+rm -f "$archive"
