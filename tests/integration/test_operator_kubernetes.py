@@ -228,7 +228,7 @@ async def test_pod_within_the_grace_period_is_left_alone(
 
 
 @pytest.mark.asyncio
-async def test_eviction_unavailable_falls_back_to_delete(
+async def test_a_pod_already_gone_is_not_deleted(
     kube: FakeKube, pods: dict[str, StatusServer]
 ) -> None:
     kube.state.eviction_status = 404
@@ -238,9 +238,26 @@ async def test_eviction_unavailable_falls_back_to_delete(
     finally:
         await op.close()
     assert evicted(kube) == ["worker-old-a", "worker-old-b"]
-    deleted = [r.path.rsplit("/", 1)[1] for r in kube.find("DELETE", "/pods/")]
-    assert deleted == ["worker-old-a", "worker-old-b"]
-    assert [r["outcome"] for r in op.rec.restarts] == ["deleted", "deleted"]
+    assert kube.find("DELETE", "/pods/") == []
+    assert [r["outcome"] for r in op.rec.restarts] == ["gone", "gone"]
+
+
+@pytest.mark.asyncio
+async def test_eviction_refused_is_an_error_never_a_delete(
+    kube: FakeKube, pods: dict[str, StatusServer]
+) -> None:
+    """No fallback to DELETE: it would pass the disruption budgets by (the Role has no pods
+    delete); the restart step fails and the next reconcile tries the eviction again."""
+    kube.state.eviction_status = 405
+    op = Op(kube, settings())
+    try:
+        await op.rec.reconcile()
+    finally:
+        await op.close()
+    assert evicted(kube) == ["worker-old-a"]
+    assert kube.find("DELETE", "/pods/") == []
+    assert "worker-old-a" in kube.state.pods
+    assert list(op.rec.restarts) == []
 
 
 @pytest.mark.asyncio

@@ -9,6 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.unit.chart.conftest import parse_docs
+
 pytestmark = pytest.mark.unit
 
 CI_NAMES = sorted(
@@ -161,3 +163,27 @@ def test_notes_tell_the_webhook_url_and_how_to_register_it(chart):
     assert "https://hooks.example.com/webhooks/shopify" in proc.stdout
     assert "webhookSubscriptionCreate" in proc.stdout
     assert "shopify app deploy" in proc.stdout
+
+
+def test_monitoring_objects_need_the_prometheus_operator_and_carry_the_release_label(chart):
+    """Without the Prometheus Operator's CRDs the ServiceMonitor and PrometheusRule are left out
+    (they would abort the install: "no matches for kind") and the notes say why; with them,
+    both carry the `release` label kube-prometheus-stack selects by, by default."""
+    on = ["--set", "monitoring.serviceMonitor.enabled=true"]
+    on += ["--set", "monitoring.prometheusRule.enabled=true"]
+    values = ["-f", chart.chart_dir / "ci" / "minimal-values.yaml", *on]
+    bare = chart.run(
+        [chart.helm, "template", chart.release, chart.chart_dir, "--namespace", chart.namespace,
+         "--set", "networkPolicy.enabled=false", *values],
+    )  # fmt: skip
+    kinds = {o["kind"] for o in parse_docs(bare.stdout)}
+    assert not kinds & CRD_KINDS
+    notes = chart.run(
+        [chart.helm, "install", "--dry-run=client", chart.release, chart.chart_dir, *values],
+    )  # fmt: skip
+    for kind in CRD_KINDS:
+        assert f"this cluster has no {kind} kind" in notes.stdout
+
+    objs = chart.render(*values)
+    for kind in CRD_KINDS:
+        assert chart.one(objs, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
