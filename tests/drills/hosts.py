@@ -21,7 +21,7 @@ from shopipe.devstack.seaweed import Seaweed, WeedPorts
 from shopipe.devstack.sentinels import Sentinels
 from shopipe.devstack.services import Service, spawn_service, wait_healthy
 from shopipe.devstack.stack import Ports
-from shopipe.devstack.state import free_ports
+from shopipe.devstack.state import StackError, free_ports
 
 from tests.drills.netns import Net
 
@@ -159,6 +159,15 @@ class NetStack(Stack):
     @property
     def sentinels(self) -> NsSentinels:
         return next(c for c in self.components if isinstance(c, NsSentinels))
+
+    def elected_other_than(self, old: Address) -> Address | None:
+        """The master the Sentinels agree on when it is not ``old``; else None (no agreement
+        yet, or still ``old``). Three Redis nodes: either replica may be elected."""
+        try:
+            addr = self.current_master()
+        except StackError:
+            return None
+        return None if addr == old else addr
 
     def redis_host(self, addr: Address) -> str:
         """``redis-<i>``: the host serving ``addr``."""
