@@ -88,6 +88,12 @@ class Chart:
     ) -> subprocess.CompletedProcess[str]:
         return run(args, check=check)
 
+    def notes(self, values: str) -> str:
+        """What `helm install --dry-run` prints (the NOTES) for release "shop" in namespace
+        "webhooks", with ci/<values>."""
+        cmd: list[str | Path] = [self.helm, "install", "shop", CHART, "--dry-run=client"]
+        return run([*cmd, "--namespace", "webhooks", "-f", CHART / "ci" / values]).stdout
+
     @staticmethod
     def pod_specs(objs: list[Obj]) -> list[tuple[str, Obj]]:
         """(kind/name, pod spec) of every workload object."""
