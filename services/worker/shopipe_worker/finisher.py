@@ -1,10 +1,12 @@
 """Finishing settled segments in batches: one WAIT, one DeleteObjects and one XACK for many.
 
 A segment whose records are all done or dead-lettered is finished in three steps:
-1. durability: a write on this connection, then ``WAIT 1``, on the same master connection
-   (epoch) the records' markers were written on. The done-markers must be on a replica before
-   the object goes, or a failover could forget them while the object is gone too. No replica
-   acknowledging (a lone or just-demoted master), or the connection changed since: the object
+1. durability: a write on this connection, then ``WAIT n``, on the same master connection
+   (epoch) the records' markers were written on, ``n`` every replica the Sentinels hold for up
+   (shopipe.sentinel.replicas_to_wait_for). The done-markers must be on whichever replica a
+   failover promotes before the object goes, or the failover could forget them while the
+   object is gone too. Too few replicas acknowledging (a lone or just-demoted master, a replica
+   that follows another master now), or the connection changed since: the object
    is kept and the segment done again later, where the markers decide. With
    ``SHOPIPE_REDIS_SINGLE_NODE`` the master's own AOF fsync stands in (``WAITAOF 1 0``);
 2. its object is removed (or moved under ``processed/`` when archiving);
@@ -31,7 +33,7 @@ from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
 from shopipe.errors import TransientError
 from shopipe.logs import get_logger
-from shopipe.sentinel import MasterClient
+from shopipe.sentinel import MasterClient, replicas_to_wait_for
 
 from shopipe_worker import metrics as m
 from shopipe_worker import streamops as ops
@@ -71,6 +73,8 @@ class Finisher:
         self.me = settings.pod_name
         self._queue: list[_Item] = []
         self._task: asyncio.Task[None] | None = None
+        self._want = 1  # replicas a WAIT must reach (_replicas)
+        self._replicas_at = -1e9
 
     async def finish(self, entry_id: str, key: str | None, epoch: int | None = None) -> None:
         """Returns once the object is gone and the entry acknowledged (an XACK failure is only
@@ -145,21 +149,33 @@ class Finisher:
         skipped: a master with no replica confirms nothing, and the objects stay."""
         timeout_ms = max(1, int(self.settings.redis_timeout_seconds * 500))
         local = self.settings.redis_single_node
+        want = 1 if local else await self._replicas()
 
         async def wait(r: Redis) -> int:
             return await ops.durable(
-                r, self.stream, self.group, self.me, ids, timeout_ms, local=local
+                r, self.stream, self.group, self.me, ids, timeout_ms, replicas=want, local=local
             )
 
         acked, epoch = await self.master.call_on(wait, deadline=self.deadline)
-        if acked < 1:
+        if acked < want:
             # Keep the objects; the retry finds the records done and removes them once a
             # replica (or the disk) confirms.
             m.FINISH_UNCONFIRMED.inc(len(ids))
-            what = "the AOF fsync" if local else "no replica"
+            what = "no AOF fsync" if local else f"{acked} of {want} replicas"
             log.warning("done-markers not confirmed; segments kept", extra={"by": what})
-            raise TransientError(f"{what} confirmed the done-markers; segments kept")
+            raise TransientError(f"done-markers not confirmed ({what}); segments kept")
         return epoch
+
+    async def _replicas(self) -> int:
+        """Replicas a WAIT must reach (shopipe.sentinel.replicas_to_wait_for), asked of the
+        Sentinels at most once a second: under load batches follow each other closely. A stale
+        count errs safe in a failover (the count only drops once the Sentinels see a replica
+        gone), and a replica back up is waited for a second later."""
+        now = time.monotonic()
+        if now - self._replicas_at > 1.0:
+            self._want = await replicas_to_wait_for(self.master.target)
+            self._replicas_at = now
+        return self._want
 
     async def _remove(self, keys: list[str]) -> dict[str, Exception]:
         if not self.settings.archive:

@@ -152,11 +152,12 @@ async def durable(
     ids: list[str],
     timeout_ms: int,
     *,
+    replicas: int = 1,
     local: bool = False,
 ) -> int:
     """Wait until every write made so far is safe elsewhere, before the segment's object goes:
-    on a replica (``WAIT 1``), or with ``local`` on the master's own disk (``WAITAOF 1 0``, a
-    lone master). Returns how many replicas (or local AOFs) acknowledged.
+    on ``replicas`` replicas (``WAIT n``), or with ``local`` on the master's own disk
+    (``WAITAOF 1 0``, a lone master). Returns how many replicas (or local AOFs) acknowledged.
 
     WAIT counts this connection's own writes, and the replication stream is one ordered log: so
     one write here (a heartbeat of the entries) followed by WAIT covers the record transactions
@@ -168,7 +169,7 @@ async def durable(
             # redis-py has no typed WAITAOF; its reply is [local fsyncs, replica fsyncs].
             pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
         else:
-            pipe.wait(1, timeout_ms)
+            pipe.wait(replicas, timeout_ms)
         replies = await pipe.execute()
     last = replies[-1]
     return int(last[0]) if local else int(last)
