@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -11,7 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from shopipe import shopify
+from shopipe.segment import Record
 from shopipe.shopify import HeaderError, parse_headers, sign, verify
+from shopipe_receiver.sender import signed_headers
+from shopipe_worker.events import BadPayload, Event
+from shopipe_worker.handlers import shop_of
 
 pytestmark = pytest.mark.unit
 
@@ -175,3 +180,49 @@ def test_raw_asgi_headers_group_like_decoded_ones() -> None:
 def test_every_sample_is_json() -> None:
     for topic in shopify.SAMPLE_TOPICS:
         assert isinstance(json.loads(shopify.sample(topic)), dict)
+
+
+@pytest.mark.parametrize("newer", [False, True])
+def test_signed_headers_of_send_parse_and_verify(newer: bool) -> None:
+    body = shopify.sample("orders/create")
+    headers = signed_headers("orders/create", body, "k", shop="s.myshopify.com", newer=newer)
+    prefix = "Shopify-" if newer else "X-Shopify-"
+    assert all(k.startswith(prefix) for k in headers if k != "Content-Type")
+    assert parse_headers(headers).shop == "s.myshopify.com"
+    assert verify(body, shopify.signature_of(headers), ["k"])
+
+
+@pytest.mark.parametrize(
+    ("shop", "ok"),
+    [
+        ("example-store.myshopify.com", True),
+        ("a.myshopify.com", True),
+        ("shop.example.com", False),
+        ("a*b.myshopify.com", False),
+        ("x:y.myshopify.com", False),
+        ("../x.myshopify.com", False),
+        ("-a.myshopify.com", False),
+    ],
+)
+def test_one_shop_pattern_for_receiver_and_worker(shop: str, ok: bool) -> None:
+    assert shopify.is_shop(shop) is ok
+    with contextlib.nullcontext() if ok else pytest.raises(HeaderError):
+        parse_headers({**GOOD, "X-Shopify-Shop-Domain": shop})
+    rec = Record(id="x", received_at=0.0, headers={"X-Shopify-Shop-Domain": shop}, body=b"")
+    with contextlib.nullcontext() if ok else pytest.raises(BadPayload):
+        shop_of(Event.from_record(rec))
+
+
+def test_worker_reads_the_headers_the_receiver_stores() -> None:
+    stored = parse_headers(GOOD).to_record()
+    ev = Event.from_record(Record(id="x", received_at=0.0, headers=stored, body=b""))
+    assert (ev.topic, ev.shop, ev.webhook_id) == (
+        "orders/create",
+        "example-store.myshopify.com",
+        GOOD["X-Shopify-Webhook-Id"],
+    )
+    assert (ev.event_id, ev.api_version, ev.triggered_at) == (
+        GOOD["X-Shopify-Event-Id"],
+        "2025-07",
+        GOOD["X-Shopify-Triggered-At"],
+    )

@@ -123,10 +123,17 @@ def shopify_headers_raw(headers: Iterable[tuple[bytes, bytes]]) -> Found:
 
 
 @functools.lru_cache(maxsize=256)  # bounded: the names come from requests
-def canonical(short: str) -> str:
-    """``api-version`` -> ``X-Shopify-API-Version``: the spelling errors and records use."""
+def canonical(short: str, *, newer: bool = False) -> str:
+    """``api-version`` -> ``X-Shopify-API-Version``: the spelling errors and records use
+    (``Shopify-API-Version`` with ``newer``, the spelling Shopify sends lately)."""
     parts = ("API" if p == "api" else p.capitalize() for p in short.split("-"))
-    return "X-Shopify-" + "-".join(parts)
+    return ("Shopify-" if newer else "X-Shopify-") + "-".join(parts)
+
+
+def is_shop(text: str) -> bool:
+    """True for a ``*.myshopify.com`` domain, lower case: safe inside an object or Redis key
+    (no glob character, no separator)."""
+    return _SHOP.match(text) is not None
 
 
 def _one(found: Mapping[str, list[str]], short: str, *, required: bool) -> str | None:

@@ -27,18 +27,18 @@ def signed_headers(
     topic: str, body: bytes, secret: str, *, shop: str = DEFAULT_SHOP, newer: bool = False
 ) -> dict[str, str]:
     """Headers Shopify would send for ``body``: fresh ids, signature over the exact bytes."""
-    prefix = "Shopify-" if newer else "X-Shopify-"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {
-        "Content-Type": "application/json",
-        prefix + "Topic": topic,
-        prefix + "Hmac-Sha256": shopify.sign(body, secret),
-        prefix + "Shop-Domain": shop,
-        prefix + "Webhook-Id": str(uuid.uuid4()),
-        prefix + "Event-Id": str(uuid.uuid4()),
-        prefix + "API-Version": API_VERSION,
-        prefix + "Triggered-At": now,
+    values = {
+        shopify.TOPIC: topic,
+        shopify.SIGNATURE: shopify.sign(body, secret),
+        shopify.SHOP: shop,
+        shopify.WEBHOOK_ID: str(uuid.uuid4()),
+        shopify.EVENT_ID: str(uuid.uuid4()),
+        shopify.API_VERSION: API_VERSION,
+        shopify.TRIGGERED_AT: now,
     }
+    named = {shopify.canonical(short, newer=newer): v for short, v in values.items()}
+    return {"Content-Type": "application/json", **named}
 
 
 @dataclass

@@ -24,12 +24,12 @@ from shopipe.errors import PermanentError, RedisUnavailable
 from shopipe.logs import get_logger
 from shopipe.metrics import topic_label
 from shopipe.sentinel import MasterClient
+from shopipe.shopify import is_shop
 from shopipe.stream import Keys
 
 from shopipe_worker import ledger, redaction
 from shopipe_worker import metrics as m
 from shopipe_worker.events import Event
-from shopipe_worker.handlers import is_shop
 from shopipe_worker.handlers.binding import HeaderBodyMismatch, guard, is_destructive
 from shopipe_worker.handlers.state import body_version
 from shopipe_worker.registry import Registry
