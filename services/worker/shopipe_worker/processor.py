@@ -10,12 +10,10 @@ else; an unparseable one is dead-lettered whole.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
@@ -29,6 +27,7 @@ from shopipe.stream import Keys
 
 from shopipe_worker import ledger, redaction
 from shopipe_worker import metrics as m
+from shopipe_worker.deadletter import Document
 from shopipe_worker.events import Event
 from shopipe_worker.handlers.binding import HeaderBodyMismatch, guard, is_destructive
 from shopipe_worker.handlers.state import body_version
@@ -66,26 +65,6 @@ def reason_of(e: BaseException, permanent: bool) -> str:
     if isinstance(reason, str) and reason:
         return reason
     return "permanent" if permanent else "attempts"
-
-
-def dead_letter_body(
-    event: Event, key: str, error: str, attempts: int, reason: str = ""
-) -> dict[str, Any]:
-    return {
-        "record_id": event.record_id,
-        "segment": key,
-        "topic": event.topic,
-        "shop": event.shop,
-        "webhook_id": event.webhook_id,
-        "event_id": event.event_id,
-        "error": error,
-        "reason": reason,
-        "attempts": attempts,
-        "received_at": event.received_at,
-        "dead_lettered_at": time.time(),
-        "headers": dict(event.headers),
-        "body_base64": base64.b64encode(event.body).decode("ascii"),
-    }
 
 
 class Processor:
@@ -235,8 +214,8 @@ class Processor:
         else:
             # Indexed before it is written: shop/redact finds it without listing the bucket.
             await redaction.note(self.store, {event.shop}, dead_key)
-            body = dead_letter_body(event, key, error, attempts, reason)
-            await self.store.put_json(dead_key, body)
+            doc = Document.of(event, key, error, attempts, reason)
+            await self.store.put_json(dead_key, doc.to_json())
         ttl = self.settings.dedup_ttl_seconds
         await self.master.call(
             lambda r: ledger.mark_dead(r, self.keys, event.record_id, ttl=ttl),
