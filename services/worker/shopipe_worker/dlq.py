@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
+from shopipe.progress import Progress
 from shopipe.sentinel import MasterClient
 from shopipe.stream import Keys, announce
 
@@ -89,9 +90,6 @@ async def list_dead_segments(store: Buffer) -> list[str]:
         for o in await store.list(segment.DEAD_SEGMENTS)
         if segment.is_segment_key(o.key, segment.DEAD_SEGMENTS)
     ]
-
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
