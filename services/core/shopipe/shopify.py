@@ -53,10 +53,6 @@ _MAX_EXTRA = 32
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
-class SignatureError(PermanentError):
-    """The signature is missing or matches none of the secrets (answered 401)."""
-
-
 class HeaderError(PermanentError):
     """A Shopify header is missing, repeated or malformed (answered 400 naming it)."""
 
