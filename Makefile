@@ -8,12 +8,15 @@ STAMP := $(VENV)/.installed
 # Each worker owns its stacks (free ports, own state dirs).
 TEST_WORKERS ?= 4
 
-.PHONY: dev test lint unit bench manifests images tools clean
+.PHONY: dev test lint unit bench manifests images lock tools clean drills
 
-$(STAMP): pyproject.toml
+# The locked versions (hashes checked), then shopipe itself, editable; `pip install -e '.[dev]'`
+# still works for a quick start, unlocked.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 tools: $(STAMP)
@@ -28,8 +31,17 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(STAMP) tools lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
+# The image smoke test (tests/e2e/test_images.py) runs what `make images` built; the image store
+# is removed afterwards, pass or fail (it holds gigabytes; the mmdebstrap base is kept).
+test: $(STAMP) tools lint images
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15; status=$$?; \
+	bash scripts/images.sh clean; exit $$status
+
+# The partition drills alone (root: network namespaces); `make test` runs them too.
+drills: $(STAMP)
+	$(BIN)/python -m tests.drills.cleanup
+	mkdir -p .shopipe
+	DRILL_RESULTS=.shopipe/drills.jsonl $(BIN)/pytest -m drill tests/drills
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -40,5 +52,10 @@ manifests: $(STAMP) tools
 images:
 	bash scripts/images.sh
 
+# Regenerate the locks after changing pyproject.toml's dependencies (pip-tools, from PyPI only).
+lock:
+	bash scripts/lock.sh
+
 clean:
+	bash scripts/images.sh clean
 	rm -rf $(VENV) .tools .shopipe .mypy_cache .ruff_cache .pytest_cache

@@ -22,6 +22,25 @@ have_versions() {
     [[ "$helm_v" == "$HELM_WANT" && "$kubectl_v" == *"Client Version: $KUBECTL_WANT"* ]]
 }
 
+# The Gateway API models (JSON schemas of the CRDs, with a validator) the chart tests check the
+# rendered HTTPRoute with (tests/unit/chart/validate_gateway.mjs), into .tools/node.
+GW_PKG="@kubernetes-models/gateway-api"
+GW_VERSION="2.0.0"            # pinned: its schemas are those of the Gateway API CRDs it was generated from
+NODE_DIR="$ROOT/.tools/node"
+GW_STAMP="$NODE_DIR/.gateway-api-$GW_VERSION"
+
+install_gateway_models() {
+    [[ -f "$GW_STAMP" ]] && return 0
+    command -v npm >/dev/null || { echo "install-tools: 'npm' is required" >&2; exit 1; }
+    echo "install-tools: installing $GW_PKG@$GW_VERSION into $NODE_DIR" >&2
+    mkdir -p "$NODE_DIR"
+    rm -f "$NODE_DIR"/.gateway-api-*
+    npm install --silent --no-audit --no-fund --no-save --prefix "$NODE_DIR" \
+        "$GW_PKG@$GW_VERSION" >/dev/null
+    touch "$GW_STAMP"
+}
+install_gateway_models
+
 if have_versions; then
     exit 0
 fi

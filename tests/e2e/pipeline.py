@@ -95,15 +95,32 @@ class Pipeline:
         wait_healthy(self.stack.table, svc, self.stack.info.bind, 60.0)
         return svc
 
-    def start(self, workers: int = 2, operator: bool = False, receivers: int = 1) -> Pipeline:
+    def start(
+        self,
+        workers: int = 2,
+        operator: bool = False,
+        receivers: int = 1,
+        worker_env: dict[str, str] | None = None,
+        operator_env: dict[str, str] | None = None,
+    ) -> Pipeline:
         quiet = {"SHOPIPE_LOG_LEVEL": "warning"}
         self.receivers = [self._spawn("receiver", f"receiver-{i}", quiet) for i in range(receivers)]
-        self.workers = [self._spawn("worker", f"worker-{i}", WORKER_ENV) for i in range(workers)]
+        w_env = {**WORKER_ENV, **(worker_env or {})}
+        self.workers = [self._spawn("worker", f"worker-{i}", w_env) for i in range(workers)]
         if operator:
             n = str(workers)
             env = {**OPERATOR_ENV, "SHOPIPE_MIN_WORKERS": n, "SHOPIPE_MAX_WORKERS": n}
-            self.operator = self._spawn("operator", "operator", env)
+            self.operator = self._spawn("operator", "operator", {**env, **(operator_env or {})})
         return self
+
+    def status(self, svc: Service) -> dict[str, Any] | None:
+        """``svc``'s /status; None when it does not answer."""
+        try:
+            resp = httpx.get(svc.url(self.stack.info.bind, "/status"), timeout=2.0)
+            doc: dict[str, Any] = resp.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return doc
 
     @property
     def url(self) -> str:
@@ -211,3 +228,23 @@ def exactly_once(counts: dict[str, int], ids: Iterable[str]) -> None:
     assert not twice, f"applied more than once: {list(twice.items())[:5]}"
     missing = [i for i in ids if i not in counts]
     assert not missing, f"{len(missing)} acknowledged webhooks lost, e.g. {missing[:3]}"
+
+
+def synced_replica(stack: Stack, node: tuple[str, int]) -> bool:
+    """``node`` is a replica in sync, and the Sentinels list it as a healthy replica."""
+    try:
+        with client(node, stack.info.redis_password) as r:
+            info = r.info("replication")
+        if info.get("role") != "slave" or info.get("master_link_status") != "up":
+            return False
+        with client(stack.info.sentinels[0], None) as s:
+            replicas = s.execute_command("SENTINEL", "REPLICAS", stack.info.master_name)
+    except Exception:
+        return False
+    for rep in replicas:
+        fields = dict(zip(rep[::2], rep[1::2], strict=False)) if isinstance(rep, list) else rep
+        if (fields.get("ip"), int(fields.get("port", 0))) == node:
+            return "s_down" not in fields.get("flags", "") and "disconnected" not in fields.get(
+                "flags", ""
+            )
+    return False

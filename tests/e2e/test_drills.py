@@ -120,7 +120,9 @@ async def test_sigterm_of_every_process_mid_load_then_restart_loses_nothing(
 ):
     stack = make_stack()
     p = await started(stack, operator=True)
-    p.body_extra = {"sleep": 0.1}  # handlers slower than ingest: a backlog at shutdown
+    # Handlers much slower than ingest (a second each), so a backlog waits at shutdown even
+    # when a busy machine slows the load generator down.
+    p.body_extra = {"sleep": 1.0}
     stop = asyncio.Event()
     load = asyncio.create_task(p.load(stop))
     try:

@@ -8,6 +8,7 @@ stack's process table; the test reads its decisions from its /status and /metric
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from shopipe.segment import Record, encode, incoming_key, new_name, record_id
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.shopify import WebhookHeaders, sample
 from shopipe.stream import announce, ensure_group
+from shopipe_receiver.sender import signed_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -85,6 +87,23 @@ async def start_worker(stack: Stack, name: str, **env: str) -> Service:
     return svc
 
 
+async def start_receiver(stack: Stack, name: str) -> Service:
+    svc = spawn_service(stack.table, stack.info, "receiver", name)
+    await asyncio.to_thread(wait_healthy, stack.table, svc, stack.info.bind, 60.0)
+    return svc
+
+
+async def send_one(stack: Stack, receiver: Service) -> None:
+    """One signed webhook, acknowledged: the receiver has used Redis (announced it)."""
+    body = b'{"id": 1}'
+    headers = signed_headers("orders/create", body, stack.info.shopify_secret)
+    async with httpx.AsyncClient(timeout=10.0) as c:
+        resp = await c.post(
+            receiver.url(stack.info.bind, "/webhooks/shopify"), content=body, headers=headers
+        )
+    assert resp.status_code == 200
+
+
 def pid_of(stack: Stack, name: str) -> int | None:
     rec = stack.table.get(name)
     return rec.pid if rec is not None and stack.table.alive(name) else None
@@ -122,6 +141,42 @@ async def test_kill_master_restarts_only_the_worker_pinned_to_it(
     ]
     assert pid_of(stack, "worker-0") == follower.pid  # never touched
     assert pid_of(stack, "worker-1") not in (None, pinned.pid)
+
+
+@pytest.mark.asyncio
+async def test_graceful_failover_idle_pods_left_alone_the_pinned_one_restarted(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack()
+    old = stack.current_master()
+    receiver = await start_receiver(stack, "receiver-0")
+    await send_one(stack, receiver)  # connected once, then idle
+    idle = await start_worker(stack, "worker-0")
+    # Really holds its connection on the old master: a fixed address, no Sentinel.
+    pinned = await start_worker(
+        stack, "worker-1", SHOPIPE_SENTINELS="", SHOPIPE_REDIS_URL=f"redis://{fmt(old)}/0"
+    )
+    for svc in (receiver, idle, pinned):
+        await until(f"{svc.name} on the master", functools.partial(_reports, svc, fmt(old)), 30)
+    # The grace outlasts a moved process's old connection (closed a Redis timeout, 2 s, later).
+    op = await start_operator(stack, min_workers="2", max_workers="2", stale_grace_seconds="6")
+    await until("a few reconciles", _reconciled(op, 5), 30)
+
+    # Graceful: the old master stays up as a replica, every connection to it stays open.
+    with client(stack.info.sentinels[0], None) as s:
+        s.execute_command("SENTINEL", "FAILOVER", stack.info.master_name)
+    new = fmt(await asyncio.to_thread(stack.wait_failover, old, 30.0))
+    await until("the idle receiver reports the new master", lambda: _reports(receiver, new), 10)
+    await until("the idle worker reports the new master", lambda: _reports(idle, new), 10)
+    await until("the pinned worker restarted", _restarted(op, "worker-1"), 60)
+    await until("it reports the new master", lambda: _reports(pinned, new), 60)
+    # Well past the grace period: nobody else was, or is, taken for stale.
+    await until("twenty more reconciles", _reconciled(op, 20), 60)
+    status = await op_status(op)
+    assert [r["pod"] for r in status["restarts"]] == ["worker-1"]
+    assert status["stale"] == []
+    assert pid_of(stack, "receiver-0") == receiver.pid
+    assert pid_of(stack, "worker-0") == idle.pid
 
 
 @pytest.mark.asyncio

@@ -27,12 +27,11 @@ from shopipe import segment
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
 from shopipe.devstack import Stack
-from shopipe.devstack.redis import client
 from shopipe.devstack.state import free_ports
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.stream import announce
 
-from tests.e2e.pipeline import DRILL_WORKER_ENV
+from tests.e2e.pipeline import DRILL_WORKER_ENV, synced_replica
 from tests.worker_kit import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -298,26 +297,6 @@ async def test_sigterm_past_the_drain_deadline_releases_work_to_another_worker(d
     assert await drill.wait_counted(ids, timeout=20) == dict.fromkeys(ids, 1)
 
 
-def _synced_replica(stack: Stack, node: tuple[str, int]) -> bool:
-    """``node`` is a replica in sync, and the Sentinels list it as a healthy replica."""
-    try:
-        with client(node, stack.info.redis_password) as r:
-            info = r.info("replication")
-        if info.get("role") != "slave" or info.get("master_link_status") != "up":
-            return False
-        with client(stack.info.sentinels[0], None) as s:
-            replicas = s.execute_command("SENTINEL", "REPLICAS", stack.info.master_name)
-    except Exception:
-        return False
-    for rep in replicas:
-        fields = dict(zip(rep[::2], rep[1::2], strict=False)) if isinstance(rep, list) else rep
-        if (fields.get("ip"), int(fields.get("port", 0))) == node:
-            return "s_down" not in fields.get("flags", "") and "disconnected" not in fields.get(
-                "flags", ""
-            )
-    return False
-
-
 @pytest_asyncio.fixture
 async def failover_drill(
     make_stack: Callable[..., Stack], tmp_path: Path
@@ -360,7 +339,7 @@ async def test_master_killed_with_1000_webhooks_in_flight_then_failover_back(
     # A second failover right after, with the old node back in sync: the Sentinels promote it
     # or the third node (three Redis nodes, as the chart runs), never the killed one.
     await asyncio.to_thread(st.restart_redis, first)
-    await wait_for(lambda: asyncio.to_thread(_synced_replica, st, first), 40, "old node in sync")
+    await wait_for(lambda: asyncio.to_thread(synced_replica, st, first), 40, "old node in sync")
     st.kill_redis(second)
     more = [f"g-{i}" for i in range(200)]
     for start in range(0, len(more), 10):

@@ -6,12 +6,19 @@ watch and probe); everything Kubernetes-facing is real: requests, bodies, status
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
-from shopipe.config import OperatorSettings, Secret
+from shopipe.config import OperatorSettings, Secret, load_settings
+from shopipe.devstack import Stack
+from shopipe.devstack.info import fmt
+from shopipe.devstack.redis import client as redis_client
+from shopipe.devstack.services import Service, spawn_service, wait_healthy
 from shopipe.sentinel import Address, RedisTarget
 from shopipe_operator.app import make_elector
 from shopipe_operator.backends.kubernetes import KubernetesBackend
@@ -19,6 +26,7 @@ from shopipe_operator.backlog import Backlog, BacklogProbe
 from shopipe_operator.leader import AlwaysLeader, Elector, LeaseElector
 from shopipe_operator.loop import Reconciler
 from shopipe_operator.master import MasterView, MasterWatch
+from shopipe_receiver.sender import signed_headers
 
 from tests.k8s_fake import FakeKube, StatusServer
 
@@ -220,7 +228,7 @@ async def test_pod_within_the_grace_period_is_left_alone(
 
 
 @pytest.mark.asyncio
-async def test_eviction_unavailable_falls_back_to_delete(
+async def test_a_pod_already_gone_is_not_deleted(
     kube: FakeKube, pods: dict[str, StatusServer]
 ) -> None:
     kube.state.eviction_status = 404
@@ -230,9 +238,26 @@ async def test_eviction_unavailable_falls_back_to_delete(
     finally:
         await op.close()
     assert evicted(kube) == ["worker-old-a", "worker-old-b"]
-    deleted = [r.path.rsplit("/", 1)[1] for r in kube.find("DELETE", "/pods/")]
-    assert deleted == ["worker-old-a", "worker-old-b"]
-    assert [r["outcome"] for r in op.rec.restarts] == ["deleted", "deleted"]
+    assert kube.find("DELETE", "/pods/") == []
+    assert [r["outcome"] for r in op.rec.restarts] == ["gone", "gone"]
+
+
+@pytest.mark.asyncio
+async def test_eviction_refused_is_an_error_never_a_delete(
+    kube: FakeKube, pods: dict[str, StatusServer]
+) -> None:
+    """No fallback to DELETE: it would pass the disruption budgets by (the Role has no pods
+    delete); the restart step fails and the next reconcile tries the eviction again."""
+    kube.state.eviction_status = 405
+    op = Op(kube, settings())
+    try:
+        await op.rec.reconcile()
+    finally:
+        await op.close()
+    assert evicted(kube) == ["worker-old-a"]
+    assert kube.find("DELETE", "/pods/") == []
+    assert "worker-old-a" in kube.state.pods
+    assert list(op.rec.restarts) == []
 
 
 @pytest.mark.asyncio
@@ -375,3 +400,94 @@ async def test_leader_election_hands_over_between_two_operators(kube: FakeKube) 
     finally:
         await a.close()
         await b.close()
+
+
+# --- the Kubernetes backend on the real stack: real processes behind the fake pods ---
+
+
+async def _reports(stack: Stack, svc: Service, master: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as c:
+            resp = await c.get(svc.url(stack.info.bind, "/status"))
+        return bool(resp.json().get("redis_master") == master)
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+async def _poll(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio
+async def test_real_stack_graceful_failover_evicts_only_the_pod_on_the_old_master(
+    make_stack: Callable[..., Stack], kube: FakeKube
+) -> None:
+    stack = make_stack()
+    old_addr = stack.current_master()
+    old = fmt(old_addr)
+
+    def spawn(kind: str, name: str, **env: str) -> Service:
+        svc = spawn_service(stack.table, stack.info, kind, name, extra_env=env)
+        wait_healthy(stack.table, svc, stack.info.bind, 60.0)
+        kube.add_pod(name, svc.port)
+        return svc
+
+    receiver = await asyncio.to_thread(spawn, "receiver", "receiver-0")
+    body = b'{"id": 1}'
+    headers = signed_headers("orders/create", body, stack.info.shopify_secret)
+    async with httpx.AsyncClient(timeout=10.0) as c:
+        url = receiver.url(stack.info.bind, "/webhooks/shopify")
+        assert (await c.post(url, content=body, headers=headers)).status_code == 200
+    idle = await asyncio.to_thread(spawn, "worker", "worker-0")
+    pinned_env = {"SHOPIPE_SENTINELS": "", "SHOPIPE_REDIS_URL": f"redis://{old}/0"}
+    pinned = await asyncio.to_thread(spawn, "worker", "worker-1", **pinned_env)
+    for svc in (receiver, idle, pinned):
+        await _poll(f"{svc.name} on the master", functools.partial(_reports, stack, svc, old), 30)
+
+    s = load_settings(
+        OperatorSettings,
+        {
+            **stack.info.service_env(),
+            "SHOPIPE_POD_NAME": "op-a",
+            "SHOPIPE_BACKEND": "kubernetes",
+            # Outlasts a moved process's old connection (closed a Redis timeout, 2 s, later).
+            "SHOPIPE_STALE_GRACE_SECONDS": "6",
+            "SHOPIPE_REDIS_TIMEOUT_SECONDS": "0.5",
+        },
+    )
+    backend = KubernetesBackend(s, kube.api_client(agent="op-a"))
+    watch = MasterWatch(RedisTarget.from_settings(s))
+    rec = Reconciler(s, backend, watch, FixedBacklog(0), AlwaysLeader())
+
+    async def reconciled_until(what: str, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            await rec.reconcile()
+            if done():
+                return
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.3)
+
+    try:
+        for _ in range(3):
+            await rec.reconcile()
+        assert evicted(kube) == []
+        # Graceful: the old master stays up as a replica, connections to it stay open.
+        with redis_client(stack.info.sentinels[0], None) as r:
+            r.execute_command("SENTINEL", "FAILOVER", stack.info.master_name)
+        new = fmt(await asyncio.to_thread(stack.wait_failover, old_addr, 30.0))
+        await reconciled_until("worker-1 evicted", lambda: evicted(kube) == ["worker-1"], 60)
+        # Well past the grace period: the idle pods follow the new master and stay.
+        started = time.monotonic()
+        await reconciled_until("twice the grace", lambda: time.monotonic() - started > 12, 40)
+    finally:
+        await rec.close()
+        await watch.close()
+        await backend.close()
+    assert evicted(kube) == ["worker-1"]
+    assert [r["pod"] for r in rec.restarts] == ["worker-1"]
+    assert await _reports(stack, receiver, new)
+    assert await _reports(stack, idle, new)

@@ -63,7 +63,7 @@ def _private_configs(state_dir: Path) -> dict[str, str]:
     """Modes of the config files other than 0600 (empty: all private)."""
     confs = list((state_dir / "redis").glob("*/redis.conf"))
     confs += list((state_dir / "sentinel").glob("*/sentinel.conf"))
-    assert len(confs) == 5
+    assert len(confs) == 6  # three Redis nodes (the chart's default) and three Sentinels
     return {
         str(p): oct(stat.S_IMODE(p.stat().st_mode))
         for p in confs

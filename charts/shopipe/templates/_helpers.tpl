@@ -62,8 +62,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- include "shopipe.fullname" . -}}
 {{- end -}}
 
-{{- define "shopipe.redisName" -}}{{ include "shopipe.component" (dict "root" . "component" "redis") }}{{- end -}}
-{{- define "shopipe.sentinelName" -}}{{ include "shopipe.component" (dict "root" . "component" "sentinel") }}{{- end -}}
+{{/* StatefulSet names stay within 52 characters: the controller-revision-hash label of their
+     pods is the name plus "-" and a hash of up to 10 characters, and a label value has 63 at
+     most. The release part is cut, never the suffix, so Redis and Sentinel stay apart. */}}
+{{- define "shopipe.statefulSetName" -}}
+{{- $room := sub 52 (add1 (len .component)) | int -}}
+{{- printf "%s-%s" (include "shopipe.fullname" .root | trunc $room | trimSuffix "-") .component -}}
+{{- end -}}
+{{- define "shopipe.redisName" -}}{{ include "shopipe.statefulSetName" (dict "root" . "component" "redis") }}{{- end -}}
+{{- define "shopipe.sentinelName" -}}{{ include "shopipe.statefulSetName" (dict "root" . "component" "sentinel") }}{{- end -}}
 {{- define "shopipe.redisHeadless" -}}{{ include "shopipe.redisName" . | trunc 54 | trimSuffix "-" }}-headless{{- end -}}
 {{- define "shopipe.sentinelHeadless" -}}{{ include "shopipe.sentinelName" . | trunc 54 | trimSuffix "-" }}-headless{{- end -}}
 
@@ -161,9 +168,20 @@ podAntiAffinity:
 {{/* Rolls pods when their settings or credentials change. */}}
 {{- define "shopipe.checksums" -}}
 checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
-{{- if not .root.Values.existingSecret }}
-checksum/secret: {{ include (print .root.Template.BasePath "/secret.yaml") .root | sha256sum }}
-{{- end }}
+checksum/secret: {{ include "shopipe.secretChecksum" .root }}
+{{- end -}}
+
+{{/* A hash of the credentials, in every pod template that reads them (apps, Redis, Sentinel):
+     a changed password rolls all of its users, not only some (WRONGPASS otherwise). With
+     existingSecret, the live Secret is read at install and upgrade (empty under helm template),
+     so `helm upgrade` after changing it rolls the pods too. */}}
+{{- define "shopipe.secretChecksum" -}}
+{{- if .Values.existingSecret -}}
+{{- $live := lookup "v1" "Secret" .Release.Namespace .Values.existingSecret | default dict -}}
+{{- get $live "data" | toJson | sha256sum -}}
+{{- else -}}
+{{- include (print .Template.BasePath "/secret.yaml") . | sha256sum -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Writable scratch space; the root filesystem is read-only. */}}
@@ -176,4 +194,12 @@ checksum/secret: {{ include (print .root.Template.BasePath "/secret.yaml") .root
 {{- define "shopipe.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- end -}}
+
+{{/* "true" when the cluster serves the Prometheus Operator's CRD of .kind. Without it a
+     ServiceMonitor or PrometheusRule aborts the whole install ("no matches for kind"): the
+     object is left out instead and NOTES.txt says so. helm template has no cluster: pass
+     --api-versions monitoring.coreos.com/v1/<Kind>. */}}
+{{- define "shopipe.hasMonitoringCRD" -}}
+{{- if .root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind) -}}true{{- end -}}
 {{- end -}}

@@ -229,6 +229,12 @@ class WorkerSettings(CommonSettings):
     archive: bool = setting(
         False, help="Keep processed segments under processed/ instead of deleting them."
     )
+    redis_single_node: bool = setting(
+        False,
+        help="Redis has no replica (dev, small installs): before removing a segment wait for"
+        " the master's own AOF fsync (WAITAOF 1 0, Redis >= 7.2 or Valkey) instead of a"
+        " replica (WAIT 1). A lost disk then loses the done-markers.",
+    )
     handlers: tuple[str, ...] = setting(
         (), help="Extra handler modules to import, comma separated (package.module)."
     )

@@ -30,15 +30,41 @@ log = get_logger(__name__)
 T = TypeVar("T")
 Address = tuple[str, int]
 
-# Errors after which the master may have moved: resolve again and retry.
+# Errors after which the master may have moved: resolve again and retry. By class, because
+# redis-py strips the code from the message (``ReadOnlyError("You can't write against a read
+# only replica.")``). BusyLoadingError (LOADING) is a ConnectionError; MasterDownError
+# (MASTERDOWN) a ResponseError.
 RETRYABLE = (
     rex.ConnectionError,
     rex.TimeoutError,
     rex.ReadOnlyError,
-    rex.BusyLoadingError,
+    rex.MasterDownError,
     RedisUnavailable,
     OSError,
 )
+# Replies redis-py has no class for (it keeps their code in the message): NOREPLICAS, a master
+# refusing writes under min-replicas-to-write, e.g. one just promoted or just demoted.
+_CODES = ("NOREPLICAS", "MASTERDOWN", "READONLY", "LOADING")
+# How redis-py prefixes an error inside a pipeline (the command comes first, then the reply).
+_IN_PIPELINE = "of pipeline caused error: "
+
+
+def master_lost(e: BaseException) -> bool:
+    """True when ``e`` says the connection reaches no usable master (cut, demoted, loading,
+    refusing writes for want of replicas), so the master must be resolved again; False for an
+    error of the command itself (wrong type, a handler's bad arguments).
+
+    A transaction a demoted master refused ends in EXECABORT: redis-py then raises the first
+    queued command's error (READONLY) from the ExecAbortError, so the class decides here too.
+    """
+    if isinstance(e, RETRYABLE):
+        return True
+    if isinstance(e, rex.ExecAbortError):
+        return e.__context__ is not None and master_lost(e.__context__)
+    if isinstance(e, rex.ResponseError):
+        reply = str(e).rpartition(_IN_PIPELINE)[2].lstrip("('\"")
+        return reply.startswith(_CODES)
+    return False
 
 
 def parse_address(text: str) -> Address:
@@ -156,10 +182,18 @@ class MasterClient:
         self.target = target
         self.service = service
         self.name = f"shopipe:{service}:{pod}"
+        # The master the connection in use talks to; None while there is none (not connected
+        # yet, or resolving again after a failover): /status reports it, the operator reads it.
+        # A fixed address (no Sentinel) is the one master such a process ever uses: it stays.
         self.address: str | None = None
+        self._last: str | None = None  # the master of the previous connection, for the log
         self._redis: Redis | None = None
+        # Counts the connections made: writes made under one epoch went to one server, so a
+        # WAIT under the same epoch covers them (a WAIT on another server covers nothing).
+        self.epoch = 0
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
+        self._retired: dict[asyncio.Task[None], Redis] = {}  # old connections, closing soon
 
     async def get(self) -> Redis:
         if self._redis is not None:
@@ -180,9 +214,10 @@ class MasterClient:
                     await r.aclose()
                     raise RedisUnavailable(f"master {fmt(addr)} did not answer") from e
                 self._redis = r
-                if self.address != fmt(addr):
+                self.epoch += 1
+                if self._last != fmt(addr):
                     log.info("redis master in use", extra={"address": fmt(addr)})
-                self.address = fmt(addr)
+                self.address = self._last = fmt(addr)
                 set_master(self.service, self.address)
         return self._redis
 
@@ -190,24 +225,47 @@ class MasterClient:
         """Drop the connection; the next get() resolves the master again."""
         old, self._redis = self._redis, None
         if old is not None:
+            if self.target.fixed is None:
+                self.address = None
+                set_master(self.service, None)
             count_reconnect(self.service)
-            with contextlib.suppress(Exception):
-                await old.aclose()
+            # Closed one socket timeout later, not now: other tasks may be mid-command on it,
+            # and a client closed under them fails with errors of no class (RuntimeError) that
+            # would pass for a handler's. By then every command on it has ended either way.
+            self._retired[asyncio.create_task(self._close_later(old))] = old
+
+    async def _close_later(self, old: Redis) -> None:
+        await asyncio.sleep(self.target.timeout)
+        with contextlib.suppress(Exception):
+            await old.aclose()
+        me = asyncio.current_task()
+        if me is not None:
+            self._retired.pop(me, None)
 
     async def call(self, fn: Callable[[Redis], Awaitable[T]], *, deadline: float) -> T:
         """Run ``fn`` on the master, resolving again and retrying until ``deadline`` seconds."""
+        return (await self.call_on(fn, deadline=deadline))[0]
+
+    async def call_on(
+        self, fn: Callable[[Redis], Awaitable[T]], *, deadline: float
+    ) -> tuple[T, int]:
+        """``call``, also returning the epoch of the connection ``fn`` succeeded on."""
         end = time.monotonic() + deadline
         delay = 0.05
         while True:
+            r: Redis | None = None
             try:
-                return await fn(await self.get())
-            except rex.ResponseError as e:
-                if not str(e).startswith(("MASTERDOWN", "READONLY", "LOADING")):
+                r = await self.get()
+                epoch = self.epoch  # read with no await since get(): the epoch of ``r``
+                return await fn(r), epoch
+            except Exception as e:
+                # A connection dropped under ``fn`` (a failover moved on) fails it with
+                # whatever error: that is the master moving too, not an error of ``fn``.
+                if not (master_lost(e) or (r is not None and r is not self._redis)):
                     raise
                 err: Exception = e
-            except RETRYABLE as e:
-                err = e
-            await self.reset()
+            if r is None or r is self._redis:  # else another task has moved on already
+                await self.reset()
             left = end - time.monotonic()
             if left <= 0:
                 raise RedisUnavailable(f"redis: {type(err).__name__}") from err
@@ -216,13 +274,20 @@ class MasterClient:
             delay = min(delay * 2, 1.0)
 
     async def check(self) -> None:
-        """Reset when the Sentinels name a master other than the one in use."""
-        if self.target.fixed is not None or self._redis is None:
+        """Move to the master the Sentinels name when it is not the one in use, and connect
+        again after a reset nobody followed up: an idle process must not keep, nor report,
+        a demoted master until its next command."""
+        if self._redis is None:
+            if self._last is not None:
+                await self.get()  # connected before: resolve again now, not at the next use
+            return
+        if self.target.fixed is not None:
             return
         answers = [a for a in (await ask_sentinels(self.target)).values() if a is not None]
         if answers and all(fmt(a) != self.address for a in answers):
             log.warning("sentinels name another master", extra={"was": self.address})
             await self.reset()
+            await self.get()
 
     def start_watch(self, interval: float = 1.0) -> None:
         """Follow failovers even while no command fails (a quiet worker, a receiver)."""
@@ -242,6 +307,13 @@ class MasterClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
+        retired, self._retired = self._retired, {}
+        for task, client_ in retired.items():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):
+                await client_.aclose()  # also when the task was cancelled before it ran
         old, self._redis = self._redis, None
         if old is not None:
             await old.aclose()

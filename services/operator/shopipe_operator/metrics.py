@@ -62,3 +62,21 @@ def set_master(address: str | None) -> None:
 
 def decision(kind: str, reason: str) -> None:
     DECISIONS.labels(kind=kind, reason=reason).inc()
+
+
+# Redis memory of the master (shopipe_operator.redismem reads INFO memory each reconcile).
+REDIS_USED = Gauge(
+    "shopipe_redis_used_memory_bytes",
+    "Bytes the Redis master has allocated (INFO memory used_memory).",
+    registry=REGISTRY,
+)
+REDIS_MAXMEMORY = Gauge(
+    "shopipe_redis_maxmemory_bytes",
+    "The Redis master's maxmemory; 0 is no limit.",
+    registry=REGISTRY,
+)
+REDIS_FRAGMENTATION = Gauge(
+    "shopipe_redis_memory_fragmentation_ratio",
+    "Resident set size over used_memory of the Redis master (mem_fragmentation_ratio).",
+    registry=REGISTRY,
+)

@@ -10,25 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Gauge
 from redis.asyncio import Redis
-from shopipe.metrics import REGISTRY
 
-USED = Gauge(
-    "shopipe_redis_used_memory_bytes",
-    "Bytes the Redis master has allocated (INFO memory used_memory).",
-    registry=REGISTRY,
-)
-LIMIT = Gauge(
-    "shopipe_redis_maxmemory_bytes",
-    "The Redis master's maxmemory; 0 is no limit.",
-    registry=REGISTRY,
-)
-FRAGMENTATION = Gauge(
-    "shopipe_redis_memory_fragmentation_ratio",
-    "Resident set size over used_memory of the Redis master (mem_fragmentation_ratio).",
-    registry=REGISTRY,
-)
+from shopipe_operator.metrics import REDIS_FRAGMENTATION, REDIS_MAXMEMORY, REDIS_USED
 
 
 @dataclass(frozen=True)
@@ -55,6 +39,6 @@ async def read(r: Redis) -> Memory:
 
 
 def publish(m: Memory) -> None:
-    USED.set(m.used)
-    LIMIT.set(m.maxmemory)
-    FRAGMENTATION.set(m.fragmentation)
+    REDIS_USED.set(m.used)
+    REDIS_MAXMEMORY.set(m.maxmemory)
+    REDIS_FRAGMENTATION.set(m.fragmentation)

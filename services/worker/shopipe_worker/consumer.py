@@ -10,6 +10,9 @@ far longer without being run twice (unless it blocks the event loop that long). 
 entry is retried by its holder after an exponential backoff on its delivery count, claiming it
 again (XCLAIM, which counts the delivery); past ``max_attempts`` the processor dead-letters what
 still fails.
+A segment that failed for want of Redis or the store (a failover, a demoted master, an S3
+outage) is no handler attempt: it is taken back without counting a delivery (XCLAIM JUSTID),
+so an outage can never push a good record to the dead-letter queue.
 
 Redis errors never end the loop: the master client resolves the master again and this loop
 backs off with jitter. Work in hand is never dropped: its object stays in the bucket until the
@@ -64,7 +67,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()  # a slot freed up, or stop was asked
         self._cursor = "0-0"
-        self.finisher = Finisher(s, processor.store, self.call)
+        self.finisher = Finisher(s, processor.store, self.call, master)
         self.deadline = redis_deadline(s)
         # The block must end before the socket timeout, or every quiet read would look dead.
         self.block_ms = max(10, int(min(s.block_seconds, 0.8 * s.redis_timeout_seconds) * 1000))
@@ -181,16 +184,22 @@ class Consumer:
                 if done.finished:
                     # Only a segment whose records were handled still has an object to remove.
                     removing = entry.key if done.outcome == "done" else None
-                    await self.finisher.finish(entry.id, removing)
+                    await self.finisher.finish(entry.id, removing, done.epoch)
             except Exception as e:
-                # Storage or Redis out of reach: the segment is retried like a failed record.
+                # Storage or Redis out of reach, or not confirming: retried, counting no attempt.
                 log.warning(
                     "segment not finished",
                     extra={"entry": entry.id, "attempt": entry.attempt, "error": type(e).__name__},
                 )
-                done = Done(False, "retry")
+                done = Done(False, "unavailable")
             if not done.finished:
-                entry.retry_at = time.monotonic() + backoff(self.settings, entry.attempt)
+                if done.outcome == "retry":  # a handler failed: that was an attempt
+                    entry.stalls = 0
+                    wait = backoff(self.settings, entry.attempt)
+                else:
+                    entry.stalls += 1
+                    wait = backoff(self.settings, entry.stalls)
+                entry.retry_at = time.monotonic() + wait
                 self.waiting[entry.id] = entry
         finally:
             self.in_flight.pop(entry.id, None)
@@ -251,15 +260,23 @@ class Consumer:
         due = due[: max(0, free)]
         if not due or self.stopping:
             return
-        ids = [e.id for e in due]
-        claimed = {
-            e.id
-            for e in await self.call(lambda r: ops.claim(r, self.stream, self.group, self.me, ids))
-        }
+        # Another attempt after a handler failure counts a delivery (XCLAIM); a retry after an
+        # outage does not (XCLAIM JUSTID): the delivery count stays the handler attempts.
+        counted = [e.id for e in due if e.stalls == 0]
+        quiet = [e.id for e in due if e.stalls > 0]
+        claimed: set[str] = set()
+        if counted:
+            got = await self.call(lambda r: ops.claim(r, self.stream, self.group, self.me, counted))
+            claimed = {e.id for e in got}
+        if quiet:
+            claimed |= await self.call(
+                lambda r: ops.touch(r, self.stream, self.group, self.me, quiet)
+            )
         for entry in due:
             self.waiting.pop(entry.id, None)
             if entry.id in claimed:
-                entry.attempt += 1
+                if entry.stalls == 0:
+                    entry.attempt += 1
                 self._start(entry)
 
     async def _reclaim(self, free: int) -> int:

@@ -1,9 +1,12 @@
 """Finishing settled segments in batches: one WAIT, one DeleteObjects and one XACK for many.
 
 A segment whose records are all done or dead-lettered is finished in three steps:
-1. durability: a write on this connection, then ``WAIT 1`` (skipped while the master has no
-   replica). The done-markers must be on a replica before the object goes, or a failover could
-   forget them while the object is gone too;
+1. durability: a write on this connection, then ``WAIT 1``, on the same master connection
+   (epoch) the records' markers were written on. The done-markers must be on a replica before
+   the object goes, or a failover could forget them while the object is gone too. No replica
+   acknowledging (a lone or just-demoted master), or the connection changed since: the object
+   is kept and the segment done again later, where the markers decide. With
+   ``SHOPIPE_REDIS_SINGLE_NODE`` the master's own AOF fsync stands in (``WAITAOF 1 0``);
 2. its object is removed (or moved under ``processed/`` when archiving);
 3. its stream entry is acknowledged.
 
@@ -28,9 +31,11 @@ from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
 from shopipe.errors import TransientError
 from shopipe.logs import get_logger
+from shopipe.sentinel import MasterClient
 
 from shopipe_worker import metrics as m
 from shopipe_worker import streamops as ops
+from shopipe_worker.processor import redis_deadline
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -40,7 +45,6 @@ T = TypeVar("T")
 Call = Callable[[Callable[["Redis"], Awaitable[Any]]], Awaitable[Any]]
 
 MAX_BATCH = 1000  # DeleteObjects takes at most 1000 keys
-REPLICAS_TTL = 5.0  # seconds a ROLE answer is trusted (a failover asks again at once)
 
 
 @dataclass
@@ -48,29 +52,33 @@ class _Item:
     entry_id: str
     key: str | None  # None: nothing to remove (missing, unparseable), only the XACK
     waiter: asyncio.Future[None]
+    epoch: int | None = None  # the master connection its markers were written on
 
 
 class Finisher:
     """``await finish(entry_id, key)`` removes ``key`` and acknowledges ``entry_id``."""
 
-    def __init__(self, settings: WorkerSettings, store: Buffer, call: Call) -> None:
+    def __init__(
+        self, settings: WorkerSettings, store: Buffer, call: Call, master: MasterClient
+    ) -> None:
         self.settings = settings
         self.store = store
         self.call = call
+        self.master = master
+        self.deadline = redis_deadline(settings)
         self.stream = settings.stream
         self.group = settings.consumer_group
         self.me = settings.pod_name
         self._queue: list[_Item] = []
         self._task: asyncio.Task[None] | None = None
-        self._replicas = 0
-        self._replicas_at = -1e9
 
-    async def finish(self, entry_id: str, key: str | None) -> None:
+    async def finish(self, entry_id: str, key: str | None, epoch: int | None = None) -> None:
         """Returns once the object is gone and the entry acknowledged (an XACK failure is only
         logged: whoever reclaims the entry finds the object gone and acks it then). Raises
-        when the object could not be removed yet; the entry stays pending."""
+        when the object could not be removed yet; the entry stays pending. ``epoch``: the
+        master connection the segment's markers were written on (None: none were)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(entry_id, key, waiter))
+        self._queue.append(_Item(entry_id, key, waiter, epoch))
         if self._task is None:
             self._next()
         await waiter
@@ -104,10 +112,18 @@ class Finisher:
         removals = [i for i in batch if i.key is not None]
         if removals:
             try:
-                await self._durable([i.entry_id for i in removals])
+                epoch = await self._durable([i.entry_id for i in removals])
             except Exception as e:
                 failed.update((i.entry_id, e) for i in removals)
                 removals = []
+            else:
+                moved = [i for i in removals if i.epoch is not None and i.epoch != epoch]
+                if moved:
+                    # Written through an earlier connection, maybe to a master since demoted:
+                    # this WAIT says nothing of them. Done again on this master instead.
+                    why = TransientError("master connection changed since the records were done")
+                    failed.update((i.entry_id, why) for i in moved)
+                    removals = [i for i in removals if i not in moved]
         if removals:
             try:
                 # One key twice (a re-announced segment finished by two entries): remove once.
@@ -124,23 +140,26 @@ class Finisher:
         except Exception as e:
             log.warning("ack failed", extra={"entries": len(ids), "error": type(e).__name__})
 
-    async def _durable(self, ids: list[str]) -> None:
-        now = time.monotonic()
-        if now - self._replicas_at > REPLICAS_TTL:
-            self._replicas = await self.call(ops.replicas)
-            self._replicas_at = now
-        if self._replicas == 0:
-            return
+    async def _durable(self, ids: list[str]) -> int:
+        """WAIT (or WAITAOF) after a write; the master connection epoch it ran on. Never
+        skipped: a master with no replica confirms nothing, and the objects stay."""
         timeout_ms = max(1, int(self.settings.redis_timeout_seconds * 500))
-        acked = await self.call(
-            lambda r: ops.durable(r, self.stream, self.group, self.me, ids, timeout_ms)
-        )
+        local = self.settings.redis_single_node
+
+        async def wait(r: Redis) -> int:
+            return await ops.durable(
+                r, self.stream, self.group, self.me, ids, timeout_ms, local=local
+            )
+
+        acked, epoch = await self.master.call_on(wait, deadline=self.deadline)
         if acked < 1:
             # Keep the objects; the retry finds the records done and removes them once a
-            # replica confirms. (ROLE is asked again: after a failover the new master may
-            # have no replica yet.)
-            self._replicas_at = -1e9
-            raise TransientError("no replica confirmed the done-markers; segments kept")
+            # replica (or the disk) confirms.
+            m.FINISH_UNCONFIRMED.inc(len(ids))
+            what = "the AOF fsync" if local else "no replica"
+            log.warning("done-markers not confirmed; segments kept", extra={"by": what})
+            raise TransientError(f"{what} confirmed the done-markers; segments kept")
+        return epoch
 
     async def _remove(self, keys: list[str]) -> dict[str, Exception]:
         if not self.settings.archive:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from redis import exceptions as rex
 from redis.exceptions import WatchError
 from shopipe.errors import TransientError
-from shopipe.sentinel import RETRYABLE
+from shopipe.sentinel import master_lost
 from shopipe.stream import Keys
 
 from shopipe_worker.events import Event
@@ -140,9 +140,9 @@ async def apply_many(
                 try:
                     for _name, handler in handlers:
                         await handler(event, ctx)
-                except RETRYABLE:
-                    raise  # Redis went away under the handler: the whole batch is retried
                 except Exception as e:
+                    if master_lost(e):
+                        raise  # Redis went away under the handler: the batch is retried
                     del pipe.command_stack[queued:]  # this record applies nothing
                     results.append(e)
                     spent_total += time.perf_counter() - started

@@ -35,6 +35,11 @@ FINISH_BATCH = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000),
     registry=REGISTRY,
 )
+FINISH_UNCONFIRMED = Counter(
+    "shopipe_worker_finish_unconfirmed",
+    "Segments kept because no replica (or AOF fsync) confirmed their done-markers.",
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("shopipe_worker_in_flight", "Segments being processed.", registry=REGISTRY)
 SWEEPER_RECOVERED = Counter(
     "shopipe_worker_sweeper_recovered",

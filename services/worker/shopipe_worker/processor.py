@@ -2,10 +2,11 @@
 
 For each record that is not done or dead: run its handlers through the ledger. A handler error
 leaves that record for a later attempt without holding back the others; at the last attempt,
-or at once for a PermanentError, the record is dead-lettered. The segment is finished only when
-every record is done or dead-lettered; then the caller has its object removed and its entry
-acknowledged (``shopipe_worker.finisher``, in batches). A missing object was finished by someone
-else; an unparseable one is dead-lettered whole.
+or at once for a PermanentError, the record is dead-lettered. Redis or the store out of reach
+(a failover, a demoted master) is no handler error: it raises, and counts as no attempt. The
+segment is finished only when every record is done or dead-lettered; then the caller has its
+object removed and its entry acknowledged (``shopipe_worker.finisher``, in batches). A missing
+object was finished by someone else; an unparseable one is dead-lettered whole.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class Done:
     """What became of a segment: ``finished`` means it may be acknowledged."""
 
     finished: bool
-    outcome: str  # done | missing | unparseable | retry | foreign
+    outcome: str  # done | missing | unparseable | retry | moved | foreign
+    # The master connection (MasterClient.epoch) every Redis step ran on; None: none ran.
+    epoch: int | None = None
 
 
 def describe(e: BaseException) -> str:
@@ -107,16 +110,25 @@ class Processor:
             for index, rec in enumerate(records)
         ]
         settled = 0
+        epochs: set[int] = set()
         for start in range(0, len(events), BATCH_RECORDS):
-            settled += await self._records(events[start : start + BATCH_RECORDS], key, attempt)
+            batch = events[start : start + BATCH_RECORDS]
+            settled += await self._records(batch, key, attempt, epochs)
+        if len(epochs) > 1:
+            # Markers went to two servers (a failover mid-segment): no one WAIT can vouch for
+            # them all. Done again on the current master, where the markers decide.
+            return Done(False, "moved")
+        epoch = next(iter(epochs), None)
         if settled < len(records):
-            return Done(False, "retry")
+            return Done(False, "retry", epoch)
         if self.settings.archive:
             await self._before_archive(key, events, records)
         m.SEGMENTS.labels(outcome="done").inc()
-        return Done(True, "done")  # the caller removes the object (shopipe_worker.finisher)
+        # The caller removes the object (shopipe_worker.finisher) once a WAIT on ``epoch``
+        # confirmed the markers.
+        return Done(True, "done", epoch)
 
-    async def _records(self, events: list[Event], key: str, attempt: int) -> int:
+    async def _records(self, events: list[Event], key: str, attempt: int, epochs: set[int]) -> int:
         """How many of ``events`` are settled (done, duplicate or dead-lettered); their
         handlers run in as few transactions as ``ledger.apply_many`` allows."""
         settled = 0
@@ -137,38 +149,49 @@ class Processor:
         while work:
             batch = work
             try:
-                results = await self._apply(batch)
+                results = await self._apply(batch, epochs)
             except RedisUnavailable:
                 raise  # no master: nothing can be decided; the whole segment waits
             except Exception as e:
                 # An error of the transaction itself (not of one record's handlers): one
                 # transaction for the first record alone tells whose it is.
-                results = [e] if len(batch) == 1 else await self._apply_one(batch[0])
+                results = [e] if len(batch) == 1 else await self._apply_one(batch[0], epochs)
             for (event, _), result in zip(batch, results, strict=False):
-                if await self._settle(event, result, key, attempt):
+                if await self._settle(event, result, key, attempt, epochs):
                     settled += 1
             work = work[len(results) :]
         return settled
 
-    async def _apply(self, batch: list[ledger.Work]) -> list[ledger.Result | Exception]:
+    async def _apply(
+        self, batch: list[ledger.Work], epochs: set[int]
+    ) -> list[ledger.Result | Exception]:
         ttl = self.settings.dedup_ttl_seconds
-        return await self.master.call(
+        results, epoch = await self.master.call_on(
             lambda r: ledger.apply_many(
                 r, self.keys, batch, ttl=ttl, store=self.store, settings=self.settings
             ),
             deadline=self.deadline,
         )
+        epochs.add(epoch)
+        return results
 
-    async def _apply_one(self, one: ledger.Work) -> list[ledger.Result | Exception]:
+    async def _apply_one(
+        self, one: ledger.Work, epochs: set[int]
+    ) -> list[ledger.Result | Exception]:
         try:
-            return await self._apply([one])
+            return await self._apply([one], epochs)
         except RedisUnavailable:
             raise
         except Exception as e:
             return [e]
 
     async def _settle(
-        self, event: Event, result: ledger.Result | Exception, key: str, attempt: int
+        self,
+        event: Event,
+        result: ledger.Result | Exception,
+        key: str,
+        attempt: int,
+        epochs: set[int],
     ) -> bool:
         """Count one record's result; dead-letter it when it failed for good. True when the
         record is settled."""
@@ -192,7 +215,7 @@ class Processor:
                 m.HEADER_BODY_MISMATCH.labels(topic=topic).inc()
             if permanent or attempt >= s.max_attempts:
                 reason = reason_of(e, permanent)
-                await self._dead_record(event, key, describe(e), attempt, reason)
+                await self._dead_record(event, key, describe(e), attempt, reason, epochs)
                 m.RECORDS.labels(topic=topic, outcome="dead_lettered").inc()
                 return True
             return False
@@ -205,7 +228,7 @@ class Processor:
         return True
 
     async def _dead_record(
-        self, event: Event, key: str, error: str, attempts: int, reason: str
+        self, event: Event, key: str, error: str, attempts: int, reason: str, epochs: set[int]
     ) -> None:
         dead_key = segment.dead_letter_key(event.record_id)
         if await self._redacted(event):
@@ -217,10 +240,11 @@ class Processor:
             doc = Document.of(event, key, error, attempts, reason)
             await self.store.put_json(dead_key, doc.to_json())
         ttl = self.settings.dedup_ttl_seconds
-        await self.master.call(
+        _, epoch = await self.master.call_on(
             lambda r: ledger.mark_dead(r, self.keys, event.record_id, ttl=ttl),
             deadline=self.deadline,
         )
+        epochs.add(epoch)
         log.error(
             "record dead-lettered",
             extra={"record": event.record_id, "topic": topic_label(event.topic)},

@@ -19,8 +19,9 @@ class Entry:
 
     id: str
     key: str
-    attempt: int = 1
+    attempt: int = 1  # handler attempts (a failure of Redis or the store counts none)
     retry_at: float = 0.0
+    stalls: int = 0  # retries in a row for want of Redis or the store, for the backoff
 
 
 def _s(value: Any) -> str:
@@ -143,23 +144,31 @@ async def reap_consumers(r: Redis, stream: str, group: str, me: str, idle_ms: in
     return removed
 
 
-async def replicas(r: Redis) -> int:
-    """Replicas connected to this master (ROLE)."""
-    reply = await r.execute_command("ROLE")
-    return len(reply[2]) if _s(reply[0]) == "master" and len(reply) > 2 else 0
-
-
 async def durable(
-    r: Redis, stream: str, group: str, me: str, ids: list[str], timeout_ms: int
+    r: Redis,
+    stream: str,
+    group: str,
+    me: str,
+    ids: list[str],
+    timeout_ms: int,
+    *,
+    local: bool = False,
 ) -> int:
-    """Wait until a replica has every write made so far, before the segment's object goes.
+    """Wait until every write made so far is safe elsewhere, before the segment's object goes:
+    on a replica (``WAIT 1``), or with ``local`` on the master's own disk (``WAITAOF 1 0``, a
+    lone master). Returns how many replicas (or local AOFs) acknowledged.
 
     WAIT counts this connection's own writes, and the replication stream is one ordered log: so
     one write here (a heartbeat of the entries) followed by WAIT covers the record transactions
-    made on other connections too. Returns how many replicas acknowledged."""
+    made on other connections too (the AOF is one ordered log as well)."""
     async with r.pipeline(transaction=False) as pipe:
         wanted: list[Any] = list(ids)
         pipe.xclaim(stream, group, me, 0, wanted, justid=True)
-        pipe.execute_command("WAIT", 1, timeout_ms)
+        if local:
+            # redis-py has no typed WAITAOF; its reply is [local fsyncs, replica fsyncs].
+            pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
+        else:
+            pipe.wait(1, timeout_ms)
         replies = await pipe.execute()
-    return int(replies[-1])
+    last = replies[-1]
+    return int(last[0]) if local else int(last)

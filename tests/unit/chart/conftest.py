@@ -21,6 +21,12 @@ NAMESPACE = "webhooks"
 K8S_VERSION = "1.33.0"
 
 Obj = dict[str, Any]
+# What a cluster with the Prometheus Operator serves (helm template has no cluster to ask); the
+# chart leaves its ServiceMonitor and PrometheusRule out without them.
+MONITORING_APIS = [
+    "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+    "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+]  # fmt: skip
 
 
 def tool(name: str) -> Path:
@@ -56,10 +62,9 @@ class Chart:
     def template(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         key = tuple(str(a) for a in args)
         if key not in self._cache:
-            self._cache[key] = run(
-                [self.helm, "template", RELEASE, CHART, "--namespace", NAMESPACE, *args],
-                check=False,
-            )
+            cmd: list[str | Path] = [self.helm, "template", RELEASE, CHART]
+            cmd += ["--namespace", NAMESPACE, *MONITORING_APIS, *args]
+            self._cache[key] = run(cmd, check=False)
         return self._cache[key]
 
     def render(self, *args: str | Path) -> list[Obj]:

@@ -111,12 +111,19 @@ def test_alerts_and_dashboard_use_only_exported_metrics():
     assert len(used) >= 25
 
 
+# Labels Prometheus adds to every scraped series (Kubernetes service discovery), beside the ones
+# the code exports: rules and panels may select and group by them.
+TARGET_LABELS = {"namespace"}
+
+
 def test_label_matchers_use_documented_labels_and_values():
     docs = documented()
     for where, expr in all_exprs():
         for series, selector in METRIC.findall(expr):
             meta = docs[base_name(series, docs)]
             for label, _op, value in MATCHER.findall(selector):
+                if label in TARGET_LABELS:
+                    continue
                 assert label in meta["labels"], f"{where}: {series} has no label {label}"
                 if label == "outcome":
                     # A regex matcher names alternatives: each must be a documented value.
@@ -127,7 +134,28 @@ def test_label_matchers_use_documented_labels_and_values():
         for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
             grouped |= {x.strip() for x in clause.split(",") if x.strip()} - {"le"}
         labels = set().union(*(docs[base_name(s, docs)]["labels"] for s, _ in METRIC.findall(expr)))
-        assert grouped <= labels, f"{where}: groups by {grouped - labels}, which no metric has"
+        assert grouped <= labels | TARGET_LABELS, (
+            f"{where}: groups by {grouped - labels}, which no metric has"
+        )
+
+
+def test_alerts_and_dashboard_are_per_namespace():
+    """One Prometheus may watch several releases: every alert that aggregates keeps the
+    namespace, and every panel query is restricted to the dashboard's namespace variable."""
+    for rule in alert_rules():
+        expr = rule["expr"]
+        if rule["alert"] == "ShopipeOperatorAbsent":
+            assert expr.strip() == "absent(shopipe_operator_leader)"
+            continue
+        for agg in re.findall(r"\b(?:sum|max|min|count|avg)\b\s*(by\s*\([^)]*\))?", expr):
+            assert "namespace" in agg, f"{rule['alert']}: aggregates without namespace"
+    dash = json.loads((FILES / "dashboard.json").read_text())
+    var = next(v for v in dash["templating"]["list"] if v["name"] == "namespace")
+    assert "label_values(shopipe_build_info, namespace)" in var["definition"]
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            for series, selector in METRIC.findall(target["expr"]):
+                assert 'namespace="$namespace"' in selector, f"{panel['title']}: {series}"
 
 
 def test_every_alert_named_in_the_issue_exists_and_links_its_runbook():

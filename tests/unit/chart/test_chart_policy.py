@@ -3,12 +3,16 @@ pinned images, credentials only in Secrets, settings the services know, least-pr
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client as k8s
 from shopipe.config import known_names
 
 pytestmark = pytest.mark.unit
@@ -194,26 +198,58 @@ def test_operator_leads_through_a_lease_with_two_replicas(matrix, chart):
         assert spec["automountServiceAccountToken"] is name.endswith("-operator"), name
 
 
-# (apiGroup, resource, verb) the operator uses, and nothing more.
-OPERATOR_RULES = {
-    ("apps", "deployments", "get"),
-    ("apps", "deployments", "list"),
-    ("apps", "deployments", "watch"),
-    ("apps", "deployments/scale", "get"),
-    ("apps", "deployments/scale", "patch"),
-    ("", "pods", "get"),
-    ("", "pods", "list"),
-    ("", "pods", "watch"),
-    ("", "pods", "delete"),
-    ("", "pods/eviction", "create"),
-    ("coordination.k8s.io", "leases", "get"),
-    ("coordination.k8s.io", "leases", "create"),
-    ("coordination.k8s.io", "leases", "update"),
-    ("", "events", "create"),
-    ("events.k8s.io", "events", "create"),
-    ("autoscaling", "horizontalpodautoscalers", "get"),
-    ("autoscaling", "horizontalpodautoscalers", "list"),
-}
+OPERATOR_CODE = Path(__file__).resolve().parents[3] / "services/operator/shopipe_operator"
+VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def client_calls() -> set[tuple[str, str]]:
+    """(API class, method) of every Kubernetes client method the operator's code names: the
+    attributes it sets to ``k8s.<Something>Api(...)``, then ``self.<attribute>.<method>``."""
+    calls = set()
+    for path in OPERATOR_CODE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        apis: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                fn = node.value.func
+                if isinstance(fn, ast.Attribute) and re.fullmatch(r"\w+V\d\w*Api", fn.attr):
+                    apis |= {t.attr: fn.attr for t in node.targets if isinstance(t, ast.Attribute)}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr in apis
+                and not node.attr.startswith("_")
+            ):
+                calls.add((apis[node.value.attr], node.attr))
+    return calls
+
+
+def rule_of(api: str, method: str) -> tuple[str, str, str]:
+    """(apiGroup, resource, verb) an API call needs, from the client's own request path."""
+    src = inspect.getsource(getattr(getattr(k8s, api), f"_{method}_serialize"))
+    http = re.search(r"method='(\w+)'", src)
+    path = re.search(r"resource_path='([^']+)'", src)
+    assert http, (api, method)
+    assert path, (api, method)
+    m = re.fullmatch(r"/apis?/(?:([^/]+)/)?v\w+/namespaces/\{namespace\}/(\w+)(/\{name\})?(/\w+)?",
+                     path.group(1))  # fmt: skip
+    assert m, path.group(1)
+    group, resource, named, sub = m.groups()
+    verb = VERBS[http.group(1)]
+    if verb == "get" and not named:
+        verb = "list"
+    return ("" if group is None else group, resource + (sub or ""), verb)
+
+
+def test_the_operator_code_is_read_for_its_api_calls():
+    """The derivation below sees the calls it must: scaling, pods, evictions, leases."""
+    calls = client_calls()
+    assert ("CoreV1Api", "create_namespaced_pod_eviction") in calls
+    assert ("AppsV1Api", "patch_namespaced_deployment_scale") in calls
+    assert ("CoordinationV1Api", "replace_namespaced_lease") in calls
+    assert rule_of("CoreV1Api", "list_namespaced_pod") == ("", "pods", "list")
+    assert rule_of("CoreV1Api", "create_namespaced_pod_eviction") == ("", "pods/eviction", "create")
 
 
 def test_operator_role_grants_exactly_the_verbs_it_uses(matrix, chart):
@@ -226,7 +262,9 @@ def test_operator_role_grants_exactly_the_verbs_it_uses(matrix, chart):
                 for v in rule["verbs"]:
                     assert "*" not in (g, r, v), rule
                     granted.add((g, r, v))
-    assert granted == OPERATOR_RULES
+    # Exactly what the operator's code calls: a verb it stops using goes from the Role too.
+    assert granted == {rule_of(api, method) for api, method in client_calls()}
+    assert ("", "pods", "delete") not in granted  # restarts are evictions: budgets hold
     scale = next(r for r in role["rules"] if r["resources"] == ["deployments/scale"])
     assert scale["resourceNames"] == [chart.one(objs, "Deployment", "-worker")["metadata"]["name"]]
     binding = chart.one(objs, "RoleBinding")

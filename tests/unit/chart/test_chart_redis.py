@@ -97,9 +97,11 @@ def test_passwords_come_from_the_secret_and_stay_in_memory(matrix, chart):
                     assert ref["name"] == secret["metadata"]["name"]
                     assert ref["key"] in secret["stringData"]
             # Probes read the password from the environment, never from argv literals.
+            # (or run a script of the chart, which does the same: test_chart_redis_scripts.py).
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe in c:
-                    assert 'REDISCLI_AUTH="$' in c[probe]["exec"]["command"][2]
+                    cmd = c[probe]["exec"]["command"]
+                    assert cmd[1].startswith("/scripts/") or 'REDISCLI_AUTH="$' in cmd[2]
         conf = next(v for v in spec["volumes"] if v["name"] == "conf")
         assert conf["emptyDir"]["medium"] == "Memory"
 
@@ -150,3 +152,26 @@ def test_external_sentinels_replace_the_in_chart_redis(matrix, chart):
     worker = chart.one(objs, "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
     ref = env_of(worker)["SHOPIPE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "shopipe-credentials", "key": "redis-password", "optional": True}
+
+
+def test_redis_and_sentinels_get_guaranteed_qos_and_the_priority_class(matrix, chart):
+    for values in ("inchart-redis-values.yaml", "full-values.yaml"):
+        for suffix in ("-redis", "-sentinel"):
+            spec = chart.one(matrix[values], "StatefulSet", suffix)["spec"]["template"]["spec"]
+            main = spec["containers"][0]
+            assert main["resources"]["requests"] == main["resources"]["limits"], (values, suffix)
+            if values == "full-values.yaml":
+                assert spec["priorityClassName"] == "shopipe-data"
+            else:
+                assert "priorityClassName" not in spec
+
+
+def test_redis_requests_below_limits_are_refused(chart):
+    proc = chart.template(
+        "-f",
+        chart.chart_dir / "ci" / "inchart-redis-values.yaml",
+        "--set",
+        "redis.resources.requests.cpu=100m",
+    )
+    assert proc.returncode != 0
+    assert "requests must equal limits" in proc.stderr

@@ -19,8 +19,9 @@ RH = "shop-shopipe-redis-headless"
 S = "shop-shopipe-sentinel"
 SH = "shop-shopipe-sentinel-headless"
 
-# redis-cli stand-in: answers from files under $FAKE_DIR named after the host asked, like a
-# Sentinel (get-master-addr-by-name) or a Redis pod (ROLE) would; no file: connection refused.
+# redis-cli stand-in: answers from files under $FAKE_DIR named after the host asked ("local"
+# without -h), like a Sentinel (get-master-addr-by-name, FAILOVER) or a Redis pod (ROLE, INFO
+# replication) would; no file: connection refused.
 FAKE_CLI = """#!/bin/sh
 host=""; cmd=""
 while [ $# -gt 0 ]; do
@@ -32,9 +33,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$REDISCLI_AUTH" ] || { echo "NOAUTH Authentication required."; exit 0; }
+[ -n "$host" ] || host=local
 case "$cmd" in
   *get-master-addr-by-name*) f="$FAKE_DIR/sentinel.$host" ;;
   *ROLE*) f="$FAKE_DIR/role.$host" ;;
+  *"INFO replication"*) f="$FAKE_DIR/info.$host" ;;
+  *"SENTINEL FAILOVER"*)
+    # A Sentinel that accepts: remember who was asked; the local master becomes a replica.
+    [ -f "$FAKE_DIR/failover.$host" ] || { echo "Could not connect" >&2; exit 1; }
+    echo "$host" >> "$FAKE_DIR/asked"; echo slave > "$FAKE_DIR/role.local"; echo OK; exit 0 ;;
   *) exit 1 ;;
 esac
 [ -f "$f" ] || { echo "Could not connect to Redis at $host" >&2; exit 1; }
@@ -43,6 +50,17 @@ cat "$f"
 
 
 def run_script(tmp_path: Path, name: str, me: str, answers: dict[str, str], **env: str) -> str:
+    proc = run_raw(tmp_path, name, me, answers, **env)
+    assert proc.returncode == 0, proc.stderr
+    conf = tmp_path / "conf"
+    out = conf / ("redis.conf" if name == "redis-init.sh" else "sentinel.conf")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    return out.read_text()
+
+
+def run_raw(
+    tmp_path: Path, name: str, me: str, answers: dict[str, str], **env: str
+) -> subprocess.CompletedProcess[str]:
     bin_dir = tmp_path / "bin"
     fake = tmp_path / "fake"
     conf = tmp_path / "conf"
@@ -69,7 +87,7 @@ def run_script(tmp_path: Path, name: str, me: str, answers: dict[str, str], **en
         "QUORUM": "2",
         "CONF_DIR": str(conf),
     }
-    proc = subprocess.run(
+    return subprocess.run(
         ["sh", str(FILES / name)],
         env={**base, **env},
         capture_output=True,
@@ -77,10 +95,6 @@ def run_script(tmp_path: Path, name: str, me: str, answers: dict[str, str], **en
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr
-    out = conf / ("redis.conf" if name == "redis-init.sh" else "sentinel.conf")
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    return out.read_text()
 
 
 def sentinel_says(host: str) -> dict[str, str]:
@@ -148,9 +162,102 @@ def test_on_first_start_sentinels_monitor_pod_zero(tmp_path):
     assert f"sentinel monitor mymaster {R}-0.{RH} 6379 2" in conf
 
 
+def info(role: str, offset: int, master: str = "", link: str = "up") -> str:
+    lines = [f"# Replication\r\nrole:{role}\r\n"]
+    if role == "slave":
+        lines.append(f"master_host:{master}\r\nmaster_port:6379\r\nmaster_link_status:{link}\r\n")
+    lines.append(f"master_repl_offset:{offset}\r\n")
+    return "".join(lines)
+
+
+def pod(i: int) -> str:
+    return f"{R}-{i}.{RH}"
+
+
+def test_without_sentinels_a_restarting_pod_follows_the_running_master(tmp_path):
+    answers = {f"info.{pod(1)}": info("slave", 90, pod(2)), f"info.{pod(2)}": info("master", 100)}
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", answers)
+    assert replicaof(conf) == pod(2)
+
+
+def test_without_sentinels_pod_zero_follows_the_master_the_replicas_follow_not_itself(tmp_path):
+    """A full restart of the Sentinels while the master pod is unreachable: pod 0 (perhaps a
+    lagging replica) must not make itself master; it follows the master the running replica
+    follows."""
+    answers = {f"info.{pod(1)}": info("slave", 500, pod(2))}
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", answers)
+    assert replicaof(conf) == pod(2)
+
+
+def test_without_sentinels_the_most_replicated_view_wins(tmp_path):
+    """Two running replicas disagree (one still follows a stale master): the one that
+    replicated most is right."""
+    answers = {
+        f"info.{pod(0)}": info("slave", 40, pod(3)),
+        f"info.{pod(1)}": info("slave", 900, pod(2)),
+    }
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-3", answers, REDIS_REPLICAS="4")
+    assert replicaof(conf) == pod(2)
+
+
+def test_sentinel_myid_is_the_same_on_every_start_and_differs_per_pod(tmp_path):
+    def myid(me: str, sub: str) -> str:
+        conf = run_script(tmp_path / sub, "sentinel-init.sh", me, {})
+        (line,) = [x for x in conf.splitlines() if x.startswith("sentinel myid ")]
+        return line.split()[2]
+
+    for sub in ("a", "b", "c"):
+        (tmp_path / sub).mkdir()
+    first, again, other = myid(f"{S}-0", "a"), myid(f"{S}-0", "b"), myid(f"{S}-1", "c")
+    assert first == again != other
+    assert len(first) == 40
+    assert all(c in "0123456789abcdef" for c in first)
+
+
+def test_prestop_of_the_master_fails_over_and_waits_until_it_is_a_replica(tmp_path):
+    answers = {"role.local": "master\n", f"failover.{S}-1.{SH}": ""}
+    proc = run_raw(tmp_path, "redis-prestop.sh", f"{R}-0", answers, PRESTOP_WAIT_SECONDS="5")
+    assert proc.returncode == 0, proc.stderr
+    assert "failed over" in proc.stdout
+    # Sentinel 0 refused (no file): the hook asked the next one.
+    assert (tmp_path / "fake" / "asked").read_text().split() == [f"{S}-1.{SH}"]
+
+
+def test_prestop_of_a_replica_asks_for_no_failover(tmp_path):
+    answers = {"role.local": "slave\n", f"failover.{S}-0.{SH}": ""}
+    proc = run_raw(tmp_path, "redis-prestop.sh", f"{R}-1", answers)
+    assert proc.returncode == 0
+    assert not (tmp_path / "fake" / "asked").exists()
+
+
+@pytest.mark.parametrize(
+    ("replication", "ready"),
+    [
+        (info("master", 10), True),
+        (info("slave", 10, pod(0), link="up"), True),
+        (info("slave", 0, pod(0), link="down"), False),
+        (None, False),
+    ],
+)
+def test_a_replica_is_ready_only_in_sync_with_its_master(tmp_path, replication, ready):
+    answers = {} if replication is None else {"info.local": replication}
+    proc = run_raw(tmp_path, "redis-ready.sh", f"{R}-1", answers)
+    assert (proc.returncode == 0) is ready, proc.stdout + proc.stderr
+
+
+def test_the_redis_pods_run_the_hook_and_the_readiness_check(matrix, chart):
+    sts = chart.one(matrix["inchart-redis-values.yaml"], "StatefulSet", "-redis")
+    spec = sts["spec"]["template"]["spec"]
+    (redis,) = [c for c in spec["containers"] if c["name"] == "redis"]
+    assert redis["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/scripts/redis-prestop.sh"]
+    assert redis["readinessProbe"]["exec"]["command"] == ["sh", "/scripts/redis-ready.sh"]
+    wait = next(e["value"] for e in redis["env"] if e["name"] == "PRESTOP_WAIT_SECONDS")
+    assert int(wait) < spec["terminationGracePeriodSeconds"]
+
+
 def test_the_chart_ships_these_very_scripts(matrix, chart):
     cm = chart.one(matrix["inchart-redis-values.yaml"], "ConfigMap", "-redis-scripts")
-    for name in ("redis-init.sh", "sentinel-init.sh"):
+    for name in ("redis-init.sh", "sentinel-init.sh", "redis-ready.sh", "redis-prestop.sh"):
         assert cm["data"][name].strip() == (FILES / name).read_text().strip()
 
 

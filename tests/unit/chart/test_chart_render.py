@@ -9,6 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.unit.chart.conftest import parse_docs
+
 pytestmark = pytest.mark.unit
 
 CI_NAMES = sorted(
@@ -16,8 +18,10 @@ CI_NAMES = sorted(
     for p in (Path(__file__).resolve().parents[3] / "charts/shopipe/ci").glob("*-values.yaml")
 )
 
-# Kinds of CRDs kubernetes-validate has no schema for; checked structurally below instead.
+# Kinds of CRDs kubernetes-validate has no schema for; checked structurally below instead
+# (HTTPRoute against the Gateway API schemas in test_chart_gateway.py).
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+GATEWAY_KINDS = {"HTTPRoute"}
 
 
 @pytest.mark.parametrize("values", CI_NAMES)
@@ -55,6 +59,8 @@ def test_every_object_is_valid_against_the_kubernetes_schemas(matrix, chart, val
     assert objs
     for obj in objs:
         name = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in GATEWAY_KINDS:
+            continue
         if obj["kind"] in CRD_KINDS:
             assert obj["apiVersion"] == "monitoring.coreos.com/v1", name
             assert isinstance(obj["spec"], dict), name
@@ -157,3 +163,27 @@ def test_notes_tell_the_webhook_url_and_how_to_register_it(chart):
     assert "https://hooks.example.com/webhooks/shopify" in proc.stdout
     assert "webhookSubscriptionCreate" in proc.stdout
     assert "shopify app deploy" in proc.stdout
+
+
+def test_monitoring_objects_need_the_prometheus_operator_and_carry_the_release_label(chart):
+    """Without the Prometheus Operator's CRDs the ServiceMonitor and PrometheusRule are left out
+    (they would abort the install: "no matches for kind") and the notes say why; with them,
+    both carry the `release` label kube-prometheus-stack selects by, by default."""
+    on = ["--set", "monitoring.serviceMonitor.enabled=true"]
+    on += ["--set", "monitoring.prometheusRule.enabled=true"]
+    values = ["-f", chart.chart_dir / "ci" / "minimal-values.yaml", *on]
+    bare = chart.run(
+        [chart.helm, "template", chart.release, chart.chart_dir, "--namespace", chart.namespace,
+         "--set", "networkPolicy.enabled=false", *values],
+    )  # fmt: skip
+    kinds = {o["kind"] for o in parse_docs(bare.stdout)}
+    assert not kinds & CRD_KINDS
+    notes = chart.run(
+        [chart.helm, "install", "--dry-run=client", chart.release, chart.chart_dir, *values],
+    )  # fmt: skip
+    for kind in CRD_KINDS:
+        assert f"this cluster has no {kind} kind" in notes.stdout
+
+    objs = chart.render(*values)
+    for kind in CRD_KINDS:
+        assert chart.one(objs, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"

@@ -4,6 +4,7 @@ rejects bad value sets: helm must refuse them instead of rendering something bro
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,24 @@ def test_schema_settings_follow_shopipe_config():
     assert set(s["settings"]["propertyNames"]["enum"]) == common
     for comp, cls in CLASSES.items():
         allowed = set(s[comp]["properties"]["settings"]["propertyNames"]["enum"])
-        assert allowed == common | (names(cls) - names(CommonSettings) - MANAGED[comp]), comp
+        own = names(cls) - names(CommonSettings) - MANAGED_COMMON - MANAGED[comp]
+        assert allowed == common | own, comp
+
+
+def test_no_setting_users_may_set_is_one_the_chart_overrides(matrix):
+    """A container's `env` wins over its `envFrom` ConfigMaps: a setting the chart puts in `env`
+    must be refused in values, or the user's value would be silently ignored."""
+    s = schema()["properties"]
+    for values, objs in matrix.items():
+        for o in objs:
+            if o["kind"] != "Deployment":
+                continue
+            comp = o["metadata"]["labels"]["app.kubernetes.io/component"]
+            allowed = set(s["settings"]["propertyNames"]["enum"])
+            allowed |= set(s[comp]["properties"]["settings"]["propertyNames"]["enum"])
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                env = {e["name"] for e in c.get("env", [])}
+                assert not env & allowed, f"{values}: {comp} overrides {env & allowed}"
 
 
 def test_schema_forbids_unknown_keys_everywhere():
@@ -178,3 +196,14 @@ def test_required_values_are_named_in_the_error(chart, tmp_path, missing, messag
     proc = chart.template("-f", f)
     assert proc.returncode != 0
     assert message in proc.stderr
+
+
+def test_notes_and_values_pin_no_shopify_api_version_nor_unused_values(chart):
+    """NOTES name no dated Shopify API version (it would age into an unsupported one), and
+    clusterDomain, which nothing used, is gone."""
+    notes = (chart.chart_dir / "templates" / "NOTES.txt").read_text()
+    assert not re.search(r"20\d\d-\d\d", notes)
+    values = yaml.safe_load((chart.chart_dir / "values.yaml").read_text())
+    assert "clusterDomain" not in values
+    proc = chart.template("-f", chart.chart_dir / BASE, "--set", "clusterDomain=cluster.local")
+    assert proc.returncode != 0

@@ -10,6 +10,7 @@ reused, and killing a stranger's process would be worse than leaking ours.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
@@ -99,6 +100,21 @@ def _exe_name(pid: int) -> str:
     # Redis rewrites its title ("valkey-server 127.0.0.1:6379"): compare the first word only.
     first = raw.split(b"\0", 1)[0].split(b" ", 1)[0]
     return os.path.basename(first.decode(errors="replace"))
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread into the network namespace ``/run/netns/<name>`` (needs
+    CAP_NET_ADMIN). Python 3.11 has no os.setns; libc's is the same call."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into network namespace {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def exe_of(pid: int) -> str:
@@ -207,12 +223,14 @@ class ProcessTable:
         umask: int = -1,
         restarts: int = 0,
         last_exit: str = "",
+        netns: str | None = None,
     ) -> int:
         """Start ``argv`` in its own session, output appended to logs/<name>.log; return pid.
         ``umask`` (-1: ours) is the child's; ``restarts`` and ``last_exit`` are the
-        supervisor's, kept in the record."""
+        supervisor's, kept in the record. ``netns``: run it in that named network namespace
+        (the partition drills' hosts, which run unsupervised)."""
         with self._lock:
-            return self._spawn(name, argv, env, cwd, meta, umask, restarts, last_exit)
+            return self._spawn(name, argv, env, cwd, meta, umask, restarts, last_exit, netns)
 
     def _spawn(
         self,
@@ -224,6 +242,7 @@ class ProcessTable:
         umask: int,
         restarts: int,
         last_exit: str,
+        netns: str | None,
     ) -> int:
         if self.alive(name):
             raise ProcessError(f"process {name} is already running")
@@ -243,6 +262,7 @@ class ProcessTable:
                     start_new_session=True,  # own process group: stop kills its children too
                     close_fds=True,
                     umask=umask,
+                    preexec_fn=(lambda: enter_netns(netns)) if netns else None,
                 )
             except OSError as e:
                 raise ProcessError(f"cannot start {name}: {e.strerror} ({argv[0]})") from e

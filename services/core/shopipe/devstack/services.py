@@ -30,9 +30,13 @@ class Service:
     name: str
     pid: int
     port: int
+    # Set when the process serves on an address of its own in a network namespace of its own
+    # (the partition drills' hosts); a restart must put it back there.
+    host: str | None = None
+    netns: str | None = None
 
     def url(self, host: str, path: str = "") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"http://{self.host or host}:{self.port}{path}"
 
 
 def available_kinds() -> list[str]:
@@ -111,15 +115,23 @@ def spawn_service(
     *,
     port: int = 0,
     extra_env: Mapping[str, str] | None = None,
+    host: str | None = None,
+    netns: str | None = None,
 ) -> Service:
     """Start ``python -m shopipe <kind>`` named ``name`` (default: ``kind``) on ``port``
-    (0: a free one). Does not wait; see ``wait_healthy``."""
+    (0: a free one). ``host`` and ``netns``: serve on that address, in that network
+    namespace, instead of the stack's. Does not wait; see ``wait_healthy``."""
     name = name or kind
     port = port or free_ports(1, info.bind)[0]
     argv = [sys.executable, "-m", "shopipe", kind]
     env = service_env(info, kind, name, port, extra_env)
-    pid = table.spawn(name, argv, env, meta={"kind": kind, "port": str(port)})
-    return Service(kind=kind, name=name, pid=pid, port=port)
+    meta = {"kind": kind, "port": str(port)}
+    if host:
+        env["SHOPIPE_HTTP_HOST"] = meta["host"] = host
+    if netns:
+        meta["netns"] = netns
+    pid = table.spawn(name, argv, env, meta=meta, netns=netns)
+    return Service(kind=kind, name=name, pid=pid, port=port, host=host, netns=netns)
 
 
 def services(table: ProcessTable) -> list[Service]:
@@ -127,7 +139,10 @@ def services(table: ProcessTable) -> list[Service]:
     out = []
     for rec in table.records():
         if "kind" in rec.meta and table.alive(rec.name):
-            out.append(Service(rec.meta["kind"], rec.name, rec.pid, int(rec.meta["port"])))
+            m = rec.meta
+            out.append(
+                Service(m["kind"], rec.name, rec.pid, int(m["port"]), m.get("host"), m.get("netns"))
+            )
     return out
 
 
@@ -149,7 +164,7 @@ def wait_healthy(table: ProcessTable, svc: Service, host: str, timeout: float = 
 
     wait_until(
         svc.name,
-        lambda: healthz(host, svc.port),
+        lambda: healthz(svc.host or host, svc.port),
         time.monotonic() + timeout,
         dead,
         lambda _n: table.log_path(svc.name),

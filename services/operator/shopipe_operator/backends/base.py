@@ -50,8 +50,8 @@ class Backend(Protocol):
         ...
 
     async def restart(self, pod: Pod, reason: str) -> str:
-        """Restart ``pod``; returns the outcome: ``evicted``, ``deleted``, ``restarted`` or
-        ``blocked`` (a disruption budget said not now)."""
+        """Restart ``pod``; returns the outcome: ``evicted``, ``restarted``, ``gone`` (it
+        no longer exists) or ``blocked`` (a disruption budget said not now)."""
         ...
 
     async def scale_owner(self) -> str | None:

@@ -1,8 +1,9 @@
 """The Kubernetes backend: the official client, in-cluster or kubeconfig.
 
-Blocking client calls run in a thread. Pods are restarted through the Eviction API so that
-PodDisruptionBudgets hold (429 means "not now"); only when eviction itself is unavailable
-(404/405) is the pod deleted. Scaling patches the Deployment's ``scale`` subresource and is
+Blocking client calls run in a thread. Pods are restarted through the Eviction API only, so
+that PodDisruptionBudgets hold (429 means "not now"): the API exists on every supported
+Kubernetes version, and a plain delete would pass the budgets by (the operator's Role has no
+pods delete). Scaling patches the Deployment's ``scale`` subresource and is
 refused when a HorizontalPodAutoscaler already targets the Deployment: two controllers
 fighting over one replica count is worse than either.
 """
@@ -149,22 +150,9 @@ class KubernetesBackend:
                 return "blocked"  # a PodDisruptionBudget says not now; next reconcile retries
             raise
         except BackendError as e:
-            if e.status not in (404, 405):
-                raise
-        log.warning("eviction unavailable, deleting the pod", extra={"pod": pod.name})
-        try:
-            await self._call(
-                "delete pod",
-                self.core.delete_namespaced_pod,
-                pod.name,
-                self.namespace,
-                _preload_content=False,
-            )
-        except BackendError as e:
             if e.status == 404:
-                return "gone"
+                return "gone"  # it went away on its own since it was listed
             raise
-        return "deleted"
 
     async def scale_owner(self) -> str | None:
         listing = await self._call(

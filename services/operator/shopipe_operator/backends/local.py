@@ -79,7 +79,10 @@ class LocalBackend:
         svc = found[0]
         self.table.stop(svc.name, STOP_SECONDS)
         # Same name and port, the stack's settings: a misconfigured process comes back right.
-        spawn_service(self.table, self.info, svc.kind, svc.name, port=svc.port)
+        spawn_service(
+            self.table, self.info, svc.kind, svc.name, port=svc.port, host=svc.host,
+            netns=svc.netns,
+        )  # fmt: skip
         return "restarted"
 
     async def scale_owner(self) -> str | None:
