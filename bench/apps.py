@@ -23,7 +23,7 @@ import boto3
 import uvicorn
 from botocore.config import Config
 from shopipe.httpops import bind
-from shopipe.shopify import signature_of, verify
+from shopipe.shopify import shopify_headers, signature_in, verify
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -48,7 +48,7 @@ def naive_app(env: dict[str, str]) -> Starlette:
         # A def endpoint runs on a worker thread; reading the body hops back to the loop, as
         # Flask's request.get_data() would read the socket.
         body = anyio.from_thread.run(request.body)
-        if not verify(body, signature_of(request.headers.items()), [secret]):
+        if not verify(body, signature_in(shopify_headers(request.headers.raw)), [secret]):
             return Response(status_code=401)
         # The default session, as `boto3.client("s3")` in a handler: its model cache is shared,
         # so a client costs milliseconds, not the ~150 ms of a fresh Session.

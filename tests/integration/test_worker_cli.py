@@ -17,8 +17,8 @@ from shopipe.config import WorkerSettings, load_settings
 from shopipe.devstack import Stack
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.stream import Keys, announce, ensure_group
+from shopipe_worker.deadletter import Document
 from shopipe_worker.events import Event
-from shopipe_worker.processor import dead_letter_body
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +89,9 @@ async def test_backlog_reports_stream_and_bucket(cli: Env):
 
 
 async def dead_letter(cli: Env, ev: Event) -> None:
-    doc = dead_letter_body(ev, segment.incoming_key(ev.record_id.split(":")[0]), "Error: x", 8)
-    await cli.store.put_json(segment.dead_letter_key(ev.record_id), doc)
+    key = segment.incoming_key(ev.record_id.split(":")[0])
+    doc = Document.of(ev, key, "Error: x", 8, reason="header_body_mismatch")
+    await cli.store.put_json(segment.dead_letter_key(ev.record_id), doc.to_json())
 
 
 async def replayed_webhook_ids(cli: Env) -> list[str]:
@@ -121,11 +122,14 @@ async def test_dlq_list_and_replay_by_topic(cli: Env):
         "orders/create",
         "products/update",
     ]
+    assert {json.loads(line)["reason"] for line in listed.stdout.splitlines()} == {
+        "header_body_mismatch"
+    }
     assert cli.run("dlq", "replay").returncode == 2  # says what to replay
 
     replayed = cli.run("dlq", "replay", "--topic", "orders/create")
     assert replayed.returncode == 0, replayed.stderr
-    assert "2/2" in replayed.stderr
+    assert "\r" not in replayed.stderr  # not a terminal: no progress frames
     assert f"already done, skipped: {events[0].record_id}" in replayed.stderr
     assert "replayed 1 records" in replayed.stderr
     left = [json.loads(line)["topic"] for line in cli.run("dlq", "list").stdout.splitlines()]

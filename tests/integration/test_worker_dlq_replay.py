@@ -76,7 +76,7 @@ async def test_an_interrupted_replay_run_again_applies_once(
     kit: Kit, step: str, worker_between: bool
 ) -> None:
     dead = await dead_lettered(kit)
-    orphan = next(d.record_id for d in dead if not d.doc["headers"].get("x-shopify-webhook-id"))
+    orphan = next(d.record_id for d in dead if not d.doc.headers.get("x-shopify-webhook-id"))
     await cut_off(dlq.Replay(kit.settings, kit.master, kit.store), dead, step)
     if worker_between:  # the first copy takes effect before the operator runs it again
         async with kit.running(sweep=True):
@@ -95,7 +95,7 @@ async def test_an_interrupted_replay_run_again_applies_once(
 
     # The dead letters written back (a stale copy): a replay reports them done, skips them.
     for d in dead:
-        await kit.store.put_json(d.key, d.doc)
+        await kit.store.put_json(d.key, d.doc.to_json())
     third = await dlq.replay(kit.settings, kit.master, kit.store, await dlq.list_dead(kit.store))
     assert sorted(third.already_done) == sorted(d.record_id for d in dead)
     assert third.replayed == []
@@ -107,7 +107,7 @@ async def test_an_interrupted_replay_run_again_applies_once(
 @pytest.mark.asyncio
 async def test_a_record_whose_shopify_retry_succeeded_is_not_replayed(kit: Kit) -> None:
     dead = await dead_lettered(kit)
-    bad = next(d for d in dead if d.doc["headers"].get("x-shopify-webhook-id") == "bad")
+    bad = next(d for d in dead if d.doc.headers.get("x-shopify-webhook-id") == "bad")
     async with kit.running():
         await kit.produce([(headers("test/ping", "bad"), body())])  # Shopify's retry
         await wait_for(lambda: settled(kit), what="the retry processed")
@@ -123,7 +123,7 @@ async def test_a_record_whose_shopify_retry_succeeded_is_not_replayed(kit: Kit) 
     assert await kit.counts() == {"bad": 1}
 
     # Deliberately forced, it runs again, and says so.
-    await kit.store.put_json(bad.key, bad.doc)
+    await kit.store.put_json(bad.key, bad.doc.to_json())
     forced = await dlq.replay(kit.settings, kit.master, kit.store, [bad], force=True)
     assert forced.forced == [bad.record_id]
     assert len(forced.segments) == 1

@@ -119,11 +119,11 @@ async def test_a_permanent_failure_is_dead_lettered_then_replayed(kit: Kit):
         )
         await wait_for(lambda: settled(kit), what="segment settled with a dead letter")
         dead = await dlq.list_dead(kit.store)
-        assert [d.doc["webhook_id"] for d in dead] == ["bad"]
+        assert [d.doc.webhook_id for d in dead] == ["bad"]
         doc = dead[0].doc
-        assert doc["attempts"] == 3
-        assert "RuntimeError: always fails on purpose" in doc["error"]
-        assert doc["dead_lettered_at"] >= doc["received_at"]
+        assert doc.attempts == 3
+        assert "RuntimeError: always fails on purpose" in doc.error
+        assert doc.dead_lettered_at >= doc.received_at
         r = await kit.master.get()
         assert await r.exists(kit.keys.dead(dead[0].record_id))
         assert await kit.counts() == {"ok": 1}
@@ -145,7 +145,7 @@ async def test_a_permanent_error_is_dead_lettered_at_once(kit: Kit):
         await kit.produce([(headers("test/ping", "notjson"), b"{not json")])
         await wait_for(lambda: settled(kit))
     dead = await dlq.list_dead(kit.store)
-    assert [(d.doc["attempts"], d.doc["error"].split(":")[0]) for d in dead] == [(1, "BadPayload")]
+    assert [(d.doc.attempts, d.doc.error.split(":")[0]) for d in dead] == [(1, "BadPayload")]
 
 
 @pytest.mark.asyncio

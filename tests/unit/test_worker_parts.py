@@ -1,4 +1,5 @@
 import base64
+import json
 
 import pytest
 from shopipe import segment
@@ -6,9 +7,9 @@ from shopipe.backlog import incoming_summary
 from shopipe.buffer import ObjectInfo
 from shopipe.config import WorkerSettings, load_settings
 from shopipe_worker.consumer import backoff
-from shopipe_worker.dlq import BadDeadLetter, DeadLetter, is_record_key
+from shopipe_worker.deadletter import BadDeadLetter, Document
+from shopipe_worker.dlq import DeadLetter, is_record_key
 from shopipe_worker.events import Event
-from shopipe_worker.processor import dead_letter_body
 
 pytestmark = pytest.mark.unit
 
@@ -43,16 +44,30 @@ def test_dead_letter_round_trips_the_record():
     rid = segment.record_id(name, 2)
     headers = {"X-Shopify-Topic": "orders/create", "X-Shopify-Webhook-Id": "w"}
     ev = Event.from_record(segment.Record(rid, 5.0, headers, b"\x00raw\nbytes"))
-    doc = dead_letter_body(ev, segment.incoming_key(name), "RuntimeError: boom", 8)
-    assert doc["attempts"] == 8
-    assert base64.b64decode(doc["body_base64"]) == b"\x00raw\nbytes"
-    dl = DeadLetter(segment.dead_letter_key(rid), doc)
+    doc = Document.of(ev, segment.incoming_key(name), "RuntimeError: boom", 8, "why")
+    stored = json.loads(json.dumps(doc.to_json()))  # as it goes through the bucket
+    assert stored["attempts"] == 8
+    assert base64.b64decode(stored["body_base64"]) == b"\x00raw\nbytes"
+    assert Document.from_json(stored, "k") == doc
+    dl = DeadLetter(segment.dead_letter_key(rid), Document.from_json(stored, "k"))
     rec = dl.record()
     assert (rec.id, rec.received_at, rec.body) == (rid, 5.0, b"\x00raw\nbytes")
     assert rec.headers["x-shopify-topic"] == "orders/create"
     assert dl.summary()["error"] == "RuntimeError: boom"
+    assert dl.summary()["reason"] == "why"
+    assert "body_base64" not in dl.summary()
+    with pytest.raises(BadDeadLetter, match=r"dead-letter/x\.json"):
+        Document.from_json({"record_id": rid}, "dead-letter/x.json")
     with pytest.raises(BadDeadLetter):
-        DeadLetter("dead-letter/x.json", {"record_id": rid}).record()
+        Document.from_json([], "dead-letter/x.json")
+
+
+def test_a_dead_letter_written_before_reason_existed_still_reads():
+    rid = segment.record_id(segment.new_name(1.0), 0)
+    ev = Event.from_record(segment.Record(rid, 5.0, {}, b"{}"))
+    old = Document.of(ev, "incoming/x", "Error: x", 1).to_json()
+    del old["reason"]
+    assert Document.from_json(old, "k").reason == ""
 
 
 def test_only_record_objects_count_as_dead_letters():

@@ -25,6 +25,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 
 from shopipe import segment
+from shopipe.stream import as_str
 
 # Bounds every count: past it, numbers mean "at least this many".
 SCAN_CAP = 10_000
@@ -62,10 +63,6 @@ class Backlog:
         return asdict(self)
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def undelivered(r: Redis, stream: str, last_delivered: str, cap: int) -> int:
     """Entries after ``last_delivered`` ("0-0": all), at most ``cap``."""
     low = "-" if last_delivered == "0-0" else "(" + last_delivered
@@ -83,10 +80,10 @@ async def stream_backlog(r: Redis, stream: str, group: str, cap: int = SCAN_CAP)
         raise
     length = int(await r.xlen(stream))
     for g in groups:
-        info = {_s(k): v for k, v in g.items()}
-        if _s(info.get("name", "")) != group:
+        info = {as_str(k): v for k, v in g.items()}
+        if as_str(info.get("name", "")) != group:
             continue
-        last = _s(info.get("last-delivered-id") or "0-0")
+        last = as_str(info.get("last-delivered-id") or "0-0")
         reported = info.get("lag")
         lag = await undelivered(r, stream, last, cap)
         return StreamBacklog(

@@ -14,8 +14,8 @@ import socket
 from collections.abc import Mapping
 from typing import TypeVar
 
+from shopipe.envparse import Secret, describe, load, names, setting
 from shopipe.errors import ConfigError
-from shopipe.settings import Secret, describe, load, names, setting
 from shopipe.shopify import RETRY_WINDOW_SECONDS
 
 # The shortest done-marker lifetime accepted: Shopify's retry window plus an hour of backlog,

@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import AnyStr
 
 from shopipe.errors import PermanentError
 
@@ -36,8 +35,7 @@ EVENT_ID = "event-id"
 # done-marker must outlive the last retry (plus the backlog that may delay processing it).
 RETRY_WINDOW_SECONDS = 4 * 3600
 
-_PREFIXES = ("x-shopify-", "shopify-")
-_RAW_PREFIXES = (b"x-shopify-", b"shopify-")
+_PREFIXES = (b"x-shopify-", b"shopify-")
 _TOPIC = re.compile(r"^[a-z0-9_]+(?:/[a-z0-9_]+){1,3}$")
 _SHOP = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.myshopify\.com$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -49,12 +47,6 @@ _TIMESTAMP = re.compile(
 # Other Shopify headers are kept as sent, within reason: printable ASCII, bounded length.
 _VALUE = re.compile(r"^[\x20-\x7e]{0,1024}$")
 _MAX_EXTRA = 32
-
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-class SignatureError(PermanentError):
-    """The signature is missing or matches none of the secrets (answered 401)."""
 
 
 class HeaderError(PermanentError):
@@ -93,40 +85,35 @@ def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> bool:
 Found = dict[str, list[str]]  # Shopify headers by short name, values in order
 
 
-def _grouped(
-    items: Iterable[tuple[AnyStr, AnyStr]], prefixes: tuple[AnyStr, ...]
-) -> dict[AnyStr, list[AnyStr]]:
-    out: dict[AnyStr, list[AnyStr]] = {}
-    for raw_name, value in items:
+def shopify_headers(headers: Iterable[tuple[bytes, bytes]]) -> Found:
+    """Every Shopify header of ASGI's raw headers by short name (``topic``, ``hmac-sha256``...),
+    values in order. Only the Shopify ones are decoded (latin-1, as HTTP/1.1 defines header
+    bytes). Computed once per request: the signature, the checks and the record all read it."""
+    out: dict[str, list[str]] = {}
+    for raw_name, value in headers:
         name = raw_name.lower()
-        if not name.startswith(prefixes):  # most headers: one C call, no loop
+        if not name.startswith(_PREFIXES):  # most headers: one C call, no loop
             continue
-        for prefix in prefixes:
+        for prefix in _PREFIXES:
             if name.startswith(prefix) and len(name) > len(prefix):
-                out.setdefault(name[len(prefix) :], []).append(value)
+                short = name[len(prefix) :].decode("latin-1")
+                out.setdefault(short, []).append(value.decode("latin-1"))
                 break
     return out
 
 
-def shopify_headers(headers: Headers) -> Found:
-    """Every Shopify header by short name (``topic``, ``hmac-sha256``...), values in order.
-    Computed once per request: the signature, the checks and the record all read it."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return _grouped(items, _PREFIXES)
-
-
-def shopify_headers_raw(headers: Iterable[tuple[bytes, bytes]]) -> Found:
-    """``shopify_headers`` of ASGI's raw headers: only the Shopify ones are decoded (latin-1,
-    as HTTP/1.1 defines header bytes)."""
-    grouped = _grouped(headers, _RAW_PREFIXES)
-    return {k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in grouped.items()}
-
-
 @functools.lru_cache(maxsize=256)  # bounded: the names come from requests
-def canonical(short: str) -> str:
-    """``api-version`` -> ``X-Shopify-API-Version``: the spelling errors and records use."""
+def canonical(short: str, *, newer: bool = False) -> str:
+    """``api-version`` -> ``X-Shopify-API-Version``: the spelling errors and records use
+    (``Shopify-API-Version`` with ``newer``, the spelling Shopify sends lately)."""
     parts = ("API" if p == "api" else p.capitalize() for p in short.split("-"))
-    return "X-Shopify-" + "-".join(parts)
+    return ("Shopify-" if newer else "X-Shopify-") + "-".join(parts)
+
+
+def is_shop(text: str) -> bool:
+    """True for a ``*.myshopify.com`` domain, lower case: safe inside an object or Redis key
+    (no glob character, no separator)."""
+    return _SHOP.match(text) is not None
 
 
 def _one(found: Mapping[str, list[str]], short: str, *, required: bool) -> str | None:
@@ -142,16 +129,11 @@ def _one(found: Mapping[str, list[str]], short: str, *, required: bool) -> str |
 
 
 def signature_in(found: Found) -> str | None:
-    """``signature_of`` for headers already grouped by ``shopify_headers``."""
+    """The signature header, or None when it is missing or given twice with different values."""
     try:
         return _one(found, SIGNATURE, required=False)
     except HeaderError:
         return None
-
-
-def signature_of(headers: Headers) -> str | None:
-    """The signature header, or None when it is missing or given twice with different values."""
-    return signature_in(shopify_headers(headers))
 
 
 @dataclass(frozen=True)
@@ -187,13 +169,8 @@ def _check(value: str | None, pattern: re.Pattern[str], short: str, what: str) -
         raise HeaderError(canonical(short), f"not {what}")
 
 
-def parse_headers(headers: Headers) -> WebhookHeaders:
-    """Validate the Shopify headers (either spelling); HeaderError names the bad one."""
-    return validate(shopify_headers(headers))
-
-
 def validate(found: Found) -> WebhookHeaders:
-    """``parse_headers`` for headers already grouped by ``shopify_headers``."""
+    """The validated Shopify headers (either spelling); HeaderError names the bad one."""
     topic = _one(found, TOPIC, required=True) or ""
     shop = _one(found, SHOP, required=True) or ""
     webhook_id = _one(found, WEBHOOK_ID, required=True) or ""
@@ -215,17 +192,12 @@ _SHORT = re.compile(r"^[a-z0-9-]{1,64}$")
 _KNOWN = frozenset({TOPIC, SHOP, WEBHOOK_ID, API_VERSION, TRIGGERED_AT, EVENT_ID, SIGNATURE})
 
 
-def record_headers(parsed: WebhookHeaders, headers: Headers) -> dict[str, str]:
+def record_headers(parsed: WebhookHeaders, found: Found) -> dict[str, str]:
     """The Shopify headers to store with a record: validated ones canonical, others as sent
     when they are single, printable and short (others are dropped, not refused).
 
     The signature is left out: it was checked, and a stored signature only helps a replay.
     """
-    return record_headers_of(parsed, shopify_headers(headers))
-
-
-def record_headers_of(parsed: WebhookHeaders, found: Found) -> dict[str, str]:
-    """``record_headers`` for headers already grouped by ``shopify_headers``."""
     out = parsed.to_record()
     extra = 0
     for short, values in sorted(found.items()):

@@ -7,13 +7,15 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 
-def _id(entry: object) -> str:
-    return entry.decode() if isinstance(entry, bytes) else str(entry)
+def as_str(value: object) -> str:
+    """A Redis reply value as text: clients made with or without ``decode_responses`` give
+    bytes or str (and a stream id, a name or a field may come either way)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def announce(r: Redis, stream: str, key: str, n: int, maxlen: int) -> str:
     """XADD one segment. Approximate trimming: what it drops, the sweeper finds in the bucket."""
-    return _id(await r.xadd(stream, {"key": key, "n": str(n)}, maxlen=maxlen, approximate=True))
+    return as_str(await r.xadd(stream, {"key": key, "n": str(n)}, maxlen=maxlen, approximate=True))
 
 
 def announce_in(pipe: Pipeline, stream: str, keys: list[str], n: int, maxlen: int) -> None:

@@ -259,7 +259,7 @@ class Receiver:
         except BodyError as e:
             state["outcome"] = e.outcome
             return _error(e.status, str(e))
-        found = shopify.shopify_headers_raw(raw)
+        found = shopify.shopify_headers(raw)
         if not shopify.verify(body, shopify.signature_in(found), self.secrets):
             state["outcome"] = "unauthorized"
             return _error(401, "unauthorized")
@@ -280,7 +280,7 @@ class Receiver:
         try:
             async with wait:
                 stored = await self.commit.submit(
-                    shopify.record_headers_of(parsed, found), body, received_at, held=len(body)
+                    shopify.record_headers(parsed, found), body, received_at, held=len(body)
                 )
         except Exception:
             if wait.expired():

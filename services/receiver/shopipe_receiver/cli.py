@@ -24,7 +24,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--secret", help="Shopify secret (default: the dev stack's)")
     s.add_argument("--shop", default="example-store.myshopify.com", help="shop domain")
     s.add_argument("--state-dir", default=None, help="dev stack state dir (default .shopipe)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar (none is drawn unless stderr is a terminal)",
+    )
     s.set_defaults(func=run_send)
 
 
@@ -76,7 +80,9 @@ def _stack_defaults(state_dir: Path) -> tuple[str | None, str | None]:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from shopipe_receiver.sender import bar, send_many
+    from shopipe.progress import bar
+
+    from shopipe_receiver.sender import send_many
 
     if args.count < 1 or args.concurrency < 1:
         print("shopipe send: --count and --concurrency must be at least 1", file=sys.stderr)

@@ -7,17 +7,15 @@ treats them as distinct events.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
 
 import httpx
 from shopipe import shopify
+from shopipe.progress import Progress
 
 DEFAULT_SHOP = "example-store.myshopify.com"
 API_VERSION = "2025-07"
@@ -27,18 +25,18 @@ def signed_headers(
     topic: str, body: bytes, secret: str, *, shop: str = DEFAULT_SHOP, newer: bool = False
 ) -> dict[str, str]:
     """Headers Shopify would send for ``body``: fresh ids, signature over the exact bytes."""
-    prefix = "Shopify-" if newer else "X-Shopify-"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {
-        "Content-Type": "application/json",
-        prefix + "Topic": topic,
-        prefix + "Hmac-Sha256": shopify.sign(body, secret),
-        prefix + "Shop-Domain": shop,
-        prefix + "Webhook-Id": str(uuid.uuid4()),
-        prefix + "Event-Id": str(uuid.uuid4()),
-        prefix + "API-Version": API_VERSION,
-        prefix + "Triggered-At": now,
+    values = {
+        shopify.TOPIC: topic,
+        shopify.SIGNATURE: shopify.sign(body, secret),
+        shopify.SHOP: shop,
+        shopify.WEBHOOK_ID: str(uuid.uuid4()),
+        shopify.EVENT_ID: str(uuid.uuid4()),
+        shopify.API_VERSION: API_VERSION,
+        shopify.TRIGGERED_AT: now,
     }
+    named = {shopify.canonical(short, newer=newer): v for short, v in values.items()}
+    return {"Content-Type": "application/json", **named}
 
 
 @dataclass
@@ -65,26 +63,6 @@ class Summary:
             f"latency ms: p50 {self.percentile(50) * 1000:.1f}  "
             f"p95 {self.percentile(95) * 1000:.1f}  p99 {self.percentile(99) * 1000:.1f}"
         )
-
-
-Progress = Callable[[int, int], None]
-
-
-def bar(stream: TextIO = sys.stderr) -> Progress:
-    """A one-line progress bar, redrawn at most ~20 times per second."""
-    last = [0.0]
-
-    def draw(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < 0.05:
-            return
-        last[0] = now
-        width = 30
-        filled = width * done // max(total, 1)
-        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-        print(line, end="\n" if done >= total else "", file=stream, flush=True)
-
-    return draw
 
 
 async def send_many(

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from shopipe import logs
+from shopipe import logs, progress
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
 from shopipe.devstack.info import local_environ
@@ -86,18 +86,6 @@ def dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(1, total)
-    end = "\n" if done >= total else ""
-    print(
-        f"\rreplay [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
-        end=end,
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def dlq_replay(args: argparse.Namespace) -> int:
     if not args.all and args.topic is None and not args.record_ids:
         print("shopipe dlq replay: name record ids, or use --topic T or --all", file=sys.stderr)
@@ -111,7 +99,7 @@ def dlq_replay(args: argparse.Namespace) -> int:
             items = [dl for dl in items if dl.record_id in wanted]
         if not items:
             return None
-        return await dlq.replay(s, master, store, items, progress_bar, force=args.force)
+        return await dlq.replay(s, master, store, items, progress.bar("replay"), force=args.force)
 
     report = asyncio.run(_with_clients(s, go))
     if report is None:

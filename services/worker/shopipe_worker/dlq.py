@@ -12,12 +12,10 @@ Re-running a record that is done is a deliberate ``force``: its done-markers are
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,52 +23,39 @@ from typing import Any
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
-from shopipe.errors import PermanentError
+from shopipe.progress import Progress
 from shopipe.sentinel import MasterClient
 from shopipe.stream import Keys, announce
 
 from shopipe_worker import ledger
+from shopipe_worker.deadletter import BadDeadLetter, Document
 from shopipe_worker.events import H_WEBHOOK_ID, Event
 from shopipe_worker.processor import redis_deadline
 
 BATCH = 100  # records per replayed segment
 
 
-class BadDeadLetter(PermanentError):
-    """A dead-letter object that is not what the worker writes."""
-
-
 @dataclass(frozen=True)
 class DeadLetter:
+    """A dead-letter object: its key and its document."""
+
     key: str
-    doc: dict[str, Any]
+    doc: Document
 
     @property
     def record_id(self) -> str:
-        return str(self.doc.get("record_id", ""))
+        return self.doc.record_id
 
     @property
     def topic(self) -> str:
-        return str(self.doc.get("topic", ""))
+        return self.doc.topic
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "record_id": self.record_id,
-            "topic": self.topic,
-            "shop": self.doc.get("shop", ""),
-            "attempts": self.doc.get("attempts"),
-            "error": self.doc.get("error", ""),
-            "dead_lettered_at": self.doc.get("dead_lettered_at"),
-        }
+        return self.doc.summary()
 
     def record(self) -> segment.Record:
         """The original record (id still the old one)."""
-        try:
-            body = base64.b64decode(str(self.doc["body_base64"]), validate=True)
-            headers = {str(k): str(v) for k, v in dict(self.doc["headers"]).items()}
-            return segment.Record(self.record_id, float(self.doc["received_at"]), headers, body)
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
-            raise BadDeadLetter(f"{self.key}: not a dead-letter record") from e
+        return self.doc.record()
 
 
 def is_record_key(key: str) -> bool:
@@ -93,7 +78,7 @@ async def list_dead(store: Buffer, topic: str | None = None) -> list[DeadLetter]
             continue  # replayed meanwhile
         except ValueError as e:
             raise BadDeadLetter(f"{obj.key}: not JSON") from e
-        dl = DeadLetter(obj.key, doc if isinstance(doc, dict) else {})
+        dl = DeadLetter(obj.key, Document.from_json(doc, obj.key))
         if topic is None or dl.topic == topic:
             out.append(dl)
     return out
@@ -105,9 +90,6 @@ async def list_dead_segments(store: Buffer) -> list[str]:
         for o in await store.list(segment.DEAD_SEGMENTS)
         if segment.is_segment_key(o.key, segment.DEAD_SEGMENTS)
     ]
-
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass

@@ -12,15 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shopipe import shopify
 from shopipe.errors import PermanentError
 from shopipe.segment import Record
 
-H_TOPIC = "x-shopify-topic"
-H_SHOP = "x-shopify-shop-domain"
-H_WEBHOOK_ID = "x-shopify-webhook-id"
-H_EVENT_ID = "x-shopify-event-id"
-H_API_VERSION = "x-shopify-api-version"
-H_TRIGGERED_AT = "x-shopify-triggered-at"
+# The names a record's headers are stored under (shopify.WebhookHeaders.to_record), lower case.
+H_TOPIC = shopify.canonical(shopify.TOPIC).lower()
+H_SHOP = shopify.canonical(shopify.SHOP).lower()
+H_WEBHOOK_ID = shopify.canonical(shopify.WEBHOOK_ID).lower()
+H_EVENT_ID = shopify.canonical(shopify.EVENT_ID).lower()
+H_API_VERSION = shopify.canonical(shopify.API_VERSION).lower()
+H_TRIGGERED_AT = shopify.canonical(shopify.TRIGGERED_AT).lower()
 
 _UNSET: Any = object()
 

@@ -11,12 +11,10 @@ object was finished by someone else; an unparseable one is dead-lettered whole.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
@@ -25,12 +23,13 @@ from shopipe.errors import PermanentError, RedisUnavailable
 from shopipe.logs import get_logger
 from shopipe.metrics import topic_label
 from shopipe.sentinel import MasterClient
+from shopipe.shopify import is_shop
 from shopipe.stream import Keys
 
 from shopipe_worker import ledger, redaction
 from shopipe_worker import metrics as m
+from shopipe_worker.deadletter import Document
 from shopipe_worker.events import Event
-from shopipe_worker.handlers import is_shop
 from shopipe_worker.handlers.binding import HeaderBodyMismatch, guard, is_destructive
 from shopipe_worker.handlers.state import body_version
 from shopipe_worker.registry import Registry
@@ -69,26 +68,6 @@ def reason_of(e: BaseException, permanent: bool) -> str:
     if isinstance(reason, str) and reason:
         return reason
     return "permanent" if permanent else "attempts"
-
-
-def dead_letter_body(
-    event: Event, key: str, error: str, attempts: int, reason: str = ""
-) -> dict[str, Any]:
-    return {
-        "record_id": event.record_id,
-        "segment": key,
-        "topic": event.topic,
-        "shop": event.shop,
-        "webhook_id": event.webhook_id,
-        "event_id": event.event_id,
-        "error": error,
-        "reason": reason,
-        "attempts": attempts,
-        "received_at": event.received_at,
-        "dead_lettered_at": time.time(),
-        "headers": dict(event.headers),
-        "body_base64": base64.b64encode(event.body).decode("ascii"),
-    }
 
 
 class Processor:
@@ -258,8 +237,8 @@ class Processor:
         else:
             # Indexed before it is written: shop/redact finds it without listing the bucket.
             await redaction.note(self.store, {event.shop}, dead_key)
-            body = dead_letter_body(event, key, error, attempts, reason)
-            await self.store.put_json(dead_key, body)
+            doc = Document.of(event, key, error, attempts, reason)
+            await self.store.put_json(dead_key, doc.to_json())
         ttl = self.settings.dedup_ttl_seconds
         _, epoch = await self.master.call_on(
             lambda r: ledger.mark_dead(r, self.keys, event.record_id, ttl=ttl),

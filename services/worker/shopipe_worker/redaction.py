@@ -14,7 +14,7 @@ the index would never be erased), it costs Redis no memory, and it is written be
 object, so it is never behind. An entry whose object is gone is simply removed. Reports under
 ``compliance/<shop>/`` carry the shop in their key already and are listed by that prefix.
 
-The shop domain in a key was checked against a strict pattern (``handlers.is_shop``): no ``/``,
+The shop domain in a key was checked against a strict pattern (``shopify.is_shop``): no ``/``,
 so an entry cannot escape its shop's prefix. Records are attributed by their header's shop.
 """
 
@@ -27,9 +27,10 @@ from redis.exceptions import LockError
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.errors import TransientError
+from shopipe.shopify import is_shop
 from shopipe.stream import Keys
 
-from shopipe_worker.handlers import is_shop
+from shopipe_worker.events import H_SHOP
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -52,7 +53,7 @@ async def note(store: Buffer, shops: set[str], key: str) -> None:
 
 def shop_of_record(record: segment.Record) -> str:
     for name, value in record.headers.items():
-        if name.lower() == "x-shopify-shop-domain":
+        if name.lower() == H_SHOP:
             return value.strip().lower()
     return ""
 

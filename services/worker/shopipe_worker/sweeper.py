@@ -34,17 +34,13 @@ from shopipe.buffer import Buffer, ObjectInfo
 from shopipe.config import WorkerSettings
 from shopipe.logs import get_logger
 from shopipe.sentinel import MasterClient
-from shopipe.stream import Keys, announce_in
+from shopipe.stream import Keys, announce_in, as_str
 
 from shopipe_worker import backlog
 from shopipe_worker import metrics as m
 from shopipe_worker.processor import redis_deadline
 
 log = get_logger(__name__)
-
-
-def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # Entries per command when reading the backlog: a reply of 10,000 entries, parsed on a busy
@@ -65,10 +61,10 @@ async def covered_keys(r: Redis, stream: str, group: str, cap: int) -> set[str] 
         read += len(rows)
         if read > cap:
             return None
-        keys.update(_s(f.get(b"key", b"")) for _, f in rows if f)
+        keys.update(as_str(f.get(b"key", b"")) for _, f in rows if f)
         if len(rows) < CHUNK:
             break
-        start = "(" + _s(rows[-1][0])
+        start = "(" + as_str(rows[-1][0])
     # No group yet (a Redis that lost its data, before any worker read): nothing pending.
     start, read = "-", 0
     while sb.pending and read < cap:  # bounded likewise
@@ -78,10 +74,10 @@ async def covered_keys(r: Redis, stream: str, group: str, cap: int) -> set[str] 
             for row in pending:
                 pipe.xrange(stream, min=row["message_id"], max=row["message_id"], count=1)
             for found in await pipe.execute():
-                keys.update(_s(f.get(b"key", b"")) for _, f in found or [] if f)
+                keys.update(as_str(f.get(b"key", b"")) for _, f in found or [] if f)
         if len(pending) < CHUNK:
             break
-        start = "(" + _s(pending[-1]["message_id"])
+        start = "(" + as_str(pending[-1]["message_id"])
     return keys
 
 
@@ -94,7 +90,7 @@ class Pass:
 
     @classmethod
     def parse(cls, raw: dict[Any, Any]) -> Pass:
-        doc = {_s(k): _s(v) for k, v in raw.items()}
+        doc = {as_str(k): as_str(v) for k, v in raw.items()}
         return cls(doc.get("after", ""), int(doc.get("seen", "0") or 0))
 
 

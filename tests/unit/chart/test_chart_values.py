@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from shopipe.config import CommonSettings, OperatorSettings, ReceiverSettings, WorkerSettings
-from shopipe.settings import names
+from shopipe.envparse import names
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ from typing import Any
 from shopipe.config import DevSettings, ReceiverSettings, load_settings
 from shopipe.devstack import prometheus
 from shopipe.devstack.info import StackInfo, fmt
-from shopipe.devstack.procs import ProcessTable, ProcRecord, _exe, _stat, is_ours
+from shopipe.devstack.procs import ProcessTable, ProcRecord, exe_of, is_ours, stat_of
 from shopipe.devstack.seaweed import WeedPorts
 from shopipe.devstack.sentinels import agreed_master
 from shopipe.devstack.services import Service, available_kinds, spawn_service, wait_healthy
@@ -107,7 +107,7 @@ def _owner(state_dir: Path) -> ProcRecord | None:
 
 
 def _claim(state_dir: Path) -> None:
-    st = _stat(os.getpid())
+    st = stat_of(os.getpid())
     rec = ProcRecord(
         name="dev",
         pid=os.getpid(),
@@ -115,7 +115,7 @@ def _claim(state_dir: Path) -> None:
         argv=(sys.argv[0] or "shopipe",),
         log="",
         seq=time.monotonic_ns(),
-        exe=_exe(os.getpid()),
+        exe=exe_of(os.getpid()),
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / OWNER_FILE).write_text(rec.to_json())

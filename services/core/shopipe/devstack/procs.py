@@ -81,7 +81,7 @@ def describe_exit(code: int | None) -> str:
     return f"exit {code}"
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
+def stat_of(pid: int) -> tuple[str, int] | None:
     """(state, starttime) of ``pid``, or None when there is no such process."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -117,7 +117,7 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
-def _exe(pid: int) -> str:
+def exe_of(pid: int) -> str:
     try:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
@@ -126,12 +126,12 @@ def _exe(pid: int) -> str:
 
 def is_ours(rec: ProcRecord) -> bool:
     """True while the process of ``rec`` is alive (not a zombie) and is the one we spawned."""
-    st = _stat(rec.pid)
+    st = stat_of(rec.pid)
     if st is None or st[0] in ("Z", "X") or st[1] != rec.starttime:
         return False
     # The start time already pins the process; the executable guards against a table
     # copied between machines or boots. /proc/<pid>/exe is immune to title rewrites.
-    if rec.exe and _exe(rec.pid) == rec.exe:
+    if rec.exe and exe_of(rec.pid) == rec.exe:
         return True
     name = _exe_name(rec.pid)
     return name in ("", os.path.basename(rec.argv[0]))  # "" while Redis rewrites its title
@@ -267,12 +267,12 @@ class ProcessTable:
             except OSError as e:
                 raise ProcessError(f"cannot start {name}: {e.strerror} ({argv[0]})") from e
         self._children[child.pid] = child
-        st = _stat(child.pid)
+        st = stat_of(child.pid)
         rec = ProcRecord(
             name=name,
             pid=child.pid,
             starttime=st[1] if st else -1,
-            exe=_exe(child.pid),
+            exe=exe_of(child.pid),
             meta=dict(meta or {}),
             argv=tuple(argv),
             log=str(log_path),
@@ -370,7 +370,7 @@ class ProcessTable:
             self.stop(name, 0.0)  # SIGKILL what is left; drop the records
 
     def _kill_orphan_group(self, rec: ProcRecord) -> None:
-        if _stat(rec.pid) is not None:
+        if stat_of(rec.pid) is not None:
             return  # the pid was reused by a stranger: its group is not ours
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(rec.pid, _sig.SIGKILL)
@@ -396,7 +396,7 @@ def ledger_survivors(state_dir: Path) -> list[tuple[str, int]]:
         if not line.strip():
             continue
         raw = json.loads(line)
-        st = _stat(raw["pid"])
+        st = stat_of(raw["pid"])
         if st is not None and st[0] not in ("Z", "X") and st[1] == raw["starttime"]:
             out.append((raw["name"], raw["pid"]))
     return out

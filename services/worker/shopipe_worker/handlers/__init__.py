@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from shopipe.shopify import is_shop
+
 from shopipe_worker.events import BadPayload, Event
 
-# A shop domain as Shopify sends it. Checked before it becomes part of a Redis key, so a forged
-# header cannot inject a glob character or a key separator.
-_SHOP = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 COMPLIANCE_TOPICS = frozenset(
@@ -17,11 +16,9 @@ COMPLIANCE_TOPICS = frozenset(
 )
 
 
-def is_shop(text: str) -> bool:
-    return len(text) <= 255 and _SHOP.match(text) is not None
-
-
 def shop_of(event: Event) -> str:
+    """The event's shop, checked before it becomes part of a Redis key (shopify.is_shop), so a
+    forged header cannot inject a glob character or a key separator."""
     if not is_shop(event.shop):
         raise BadPayload("webhook has no valid shop domain")
     return event.shop

@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from shopipe.errors import PermanentError
+from shopipe.stream import as_str
 
 from shopipe_worker import redaction
 from shopipe_worker.events import BadPayload, Event
@@ -72,7 +73,7 @@ async def bound_shop(event: Event, ctx: Context) -> str:
     shop = shop_of(event)
     body_id = check(event)
     raw: bytes | str | None = await ctx.redis.hget(ctx.keys.shop(shop), "shop_id")
-    known = raw.decode() if isinstance(raw, bytes) else raw
+    known = None if raw is None else as_str(raw)
     if known is not None and body_id is not None and known != body_id:
         raise HeaderBodyMismatch(f"{event.topic} body names another shop id than is known")
     return shop

@@ -1,6 +1,7 @@
-"""The machinery behind shopipe.config: typed fields read from SHOPIPE_* variables.
+"""Parsing the environment for shopipe.config: typed fields read from SHOPIPE_* variables.
 
-Kept apart from the field lists so that config.py reads as the documentation it is.
+It holds no setting: those are in config.py, kept apart from this machinery so that config.py
+reads as the documentation it is.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def names(cls: type[Any]) -> set[str]:
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
-    return str(tp).replace("shopipe.settings.", "")
+    return str(tp).replace("shopipe.envparse.", "")
 
 
 def describe(cls: type[Any]) -> list[dict[str, str]]:
