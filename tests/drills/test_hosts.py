@@ -21,9 +21,7 @@ from tests.drills.faults import Faults
 from tests.drills.hosts import NetStack
 from tests.drills.netns import Net, run
 
-# One xdist worker runs the drills one after another: each runs a dozen processes under load,
-# and two at once starve each other (and the load generator) of the two cores.
-pytestmark = [pytest.mark.drill, pytest.mark.xdist_group("drills")]
+pytestmark = pytest.mark.drill
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 

@@ -17,9 +17,7 @@ from shopipe.devstack.info import fmt
 from tests.drills.hosts import MAX_LAG_SECONDS, table_spawns
 from tests.drills.scenario import Drill
 
-# One xdist worker runs the drills one after another: each runs a dozen processes under load,
-# and two at once starve each other (and the load generator) of the two cores.
-pytestmark = [pytest.mark.drill, pytest.mark.xdist_group("drills")]
+pytestmark = pytest.mark.drill
 
 SENTINELS = ["sentinel-0", "sentinel-1", "sentinel-2"]
 MINORITY = ["redis-0", "receiver-0", "worker-0"]
