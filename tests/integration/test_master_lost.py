@@ -115,7 +115,12 @@ async def test_a_demoted_master_counts_no_handler_attempt(stack: Stack, kit: Kit
     """Records processed through a demoted master (here: a replica) with one attempt allowed:
     they are never dead-lettered, their delivery count stays 1, and once the master is back
     they are applied once."""
-    settings = kit.with_settings(SHOPIPE_POD_NAME="w1", SHOPIPE_MAX_ATTEMPTS="1")
+    # Claim threshold far above the test's length: with the kit's 1 s, a loaded machine (CI
+    # runs four test processes on two cores) could let the entry in flight grow idle and the
+    # consumer's own XAUTOCLAIM take it, counting a delivery that is no handler attempt either.
+    settings = kit.with_settings(
+        SHOPIPE_POD_NAME="w1", SHOPIPE_MAX_ATTEMPTS="1", SHOPIPE_CLAIM_IDLE_SECONDS="60"
+    )
     demoted = MasterClient(
         RedisTarget(
             sentinels=(),
