@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 
 import httpx
 import redis
+from shopipe import segment
+from shopipe.buffer import Buffer
+from shopipe.config import WorkerSettings, load_settings
 from shopipe.devstack import Stack
 from shopipe.devstack.redis import client
 from shopipe.devstack.services import Service, spawn_service, wait_healthy
@@ -209,8 +212,89 @@ class Pipeline:
             await until(f"{len(want)} webhooks to be processed", done, timeout)
         except AssertionError as e:
             missing = sorted(want - set(got))
-            raise AssertionError(f"{e}: {len(missing)} never processed, e.g. {missing[:3]}") from e
+            where = await self.diagnose(missing)
+            raise AssertionError(
+                f"{e}: {len(missing)} never processed, e.g. {missing[:3]}; {where}"
+            ) from e
         return got
+
+    async def diagnose(self, missing: list[str]) -> str:
+        """Where the webhooks in ``missing`` are: their object (still in incoming/ or gone),
+        their stream entry (none, pending with whom and how often, or acknowledged) and
+        done-markers; counted by that state, so a failure says which step lost them."""
+        want = set(missing)
+        store = Buffer(load_settings(WorkerSettings, self.stack.info.service_env()))
+        in_store: dict[str, str] = {}
+        try:
+            for obj in await store.list(segment.INCOMING):
+                with contextlib.suppress(Exception):
+                    for rec in segment.decode(await store.get(obj.key)):
+                        low = {k.lower(): v for k, v in rec.headers.items()}
+                        wid = low.get("x-shopify-webhook-id", "")
+                        if wid in want:
+                            in_store[wid] = obj.key
+        finally:
+            store.close()
+
+        def redis_side(r: redis.Redis) -> tuple[dict[str, str], dict[str, str], set[str]]:
+            entries: dict[str, str] = {}  # segment key -> entry id
+            rows: Any = r.xrange(STREAM, "-", "+")  # decode_responses: str ids and fields
+            for eid, fields in rows:
+                entries[fields.get("key", "")] = eid
+            pending: dict[str, str] = {}
+            held: Any = r.xpending_range(STREAM, GROUP, "-", "+", 100_000)
+            for row in held:
+                pending[row["message_id"]] = f"{row['consumer']}x{row['times_delivered']}"
+            marked = {w for w in want if any(True for _ in r.scan_iter(f"*:done:wh:*:{w}"))}
+            return entries, pending, marked
+
+        got = self.read(redis_side)
+        if got is None:
+            return "no master to diagnose"
+        entries, pending, marked = got
+        states: dict[str, int] = {}
+        for w in missing:
+            key = in_store.get(w)
+            if key is None:
+                state = "object gone"
+            elif key not in entries:
+                state = "object kept, no stream entry"
+            elif entries[key] in pending:
+                state = f"object kept, entry pending ({pending[entries[key]].split('x')[1]}x)"
+            else:
+                state = "object kept, entry acknowledged"
+            state += ", marked done" if w in marked else ""
+            states[state] = states.get(state, 0) + 1
+        found = "by state: " + "; ".join(f"{k}: {v}" for k, v in sorted(states.items()))
+        return f"{found}; nodes: {self.nodes()}"
+
+    def nodes(self) -> str:
+        """Each Redis node's replication state, and what the first Sentinel says of them."""
+        out = []
+        for addr in self.stack.info.redis_nodes:
+            try:
+                with client(addr, self.stack.info.redis_password, timeout=2.0) as r:
+                    i: Any = r.info("replication")
+            except Exception as e:
+                out.append(f"{addr[1]}: {type(e).__name__}")
+                continue
+            if i.get("role") == "master":
+                out.append(
+                    f"{addr[1]}: master offset={i.get('master_repl_offset')} "
+                    f"replicas={i.get('connected_slaves')}"
+                )
+            else:
+                out.append(
+                    f"{addr[1]}: replica of {i.get('master_port')} "
+                    f"link={i.get('master_link_status')} offset={i.get('slave_repl_offset')}"
+                )
+        try:
+            with client(self.stack.info.sentinels[0], None) as s:
+                reps: Any = s.sentinel_slaves(self.stack.info.master_name)
+            seen = [f"{x['port']}:{x['flags']}" for x in reps]
+        except Exception as e:
+            seen = [type(e).__name__]
+        return f"{', '.join(out)}; sentinel sees replicas {seen}"
 
     def pending_of(self, consumer: str) -> int | None:
         def count(r: redis.Redis) -> int:

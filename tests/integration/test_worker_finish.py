@@ -5,6 +5,7 @@ acknowledged."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,10 +13,10 @@ import pytest_asyncio
 from shopipe import segment
 from shopipe.config import WorkerSettings
 from shopipe.devstack import Stack
-from shopipe.devstack.redis import valkey_binary
+from shopipe.devstack.redis import client, valkey_binary
 from shopipe.errors import TransientError
 from shopipe.metrics import REGISTRY
-from shopipe.sentinel import replicas_to_wait_for
+from shopipe.sentinel import MasterClient, replicas_to_wait_for
 from shopipe.stream import ensure_group
 from shopipe_worker import streamops
 from shopipe_worker.finisher import Finisher
@@ -179,13 +180,60 @@ async def test_a_write_must_reach_every_replica_the_sentinels_hold_for_up(
     k = Kit(st)
     try:
         target = k.master.target
-        assert await replicas_to_wait_for(target) == 2
-        replica = next(a for a in st.info.redis_nodes if a != st.current_master())
+        master = st.current_master()
+        assert await replicas_to_wait_for(target, master) == 2
+        replica = next(a for a in st.info.redis_nodes if a != master)
         await asyncio.to_thread(st.kill_redis, replica)
 
         async def one_left() -> bool:  # once the Sentinels hold the killed one for down
-            return await replicas_to_wait_for(target) == 1
+            return await replicas_to_wait_for(target, master) == 1
 
         await wait_for(one_left, 30, "the Sentinels to count one replica")
     finally:
+        await k.close()
+
+
+@pytest.mark.asyncio
+async def test_after_a_graceful_failover_no_wait_on_the_old_master_counts(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """After ``SENTINEL FAILOVER`` the old master keeps taking writes for seconds, and a replica
+    not yet moved may still acknowledge them, then drop them when it resyncs from the new
+    master: the Sentinels no longer name the old one, so no replica count holds for it."""
+    st = make_stack()
+    k = Kit(st)
+    try:
+        target = k.master.target
+        old = st.current_master()
+        assert await replicas_to_wait_for(target, old) == 2
+        with client(st.info.sentinels[0], None) as s:
+            s.sentinel_failover(st.info.master_name)
+        new = await asyncio.to_thread(st.wait_failover, old, 30.0)
+        assert await replicas_to_wait_for(target, old) is None
+        assert (await replicas_to_wait_for(target, new) or 0) >= 1
+    finally:
+        await k.close()
+
+
+@pytest.mark.asyncio
+async def test_a_connection_to_a_node_the_sentinels_do_not_name_removes_nothing(
+    stack: Stack,
+) -> None:
+    """The check comes before any write: a WAIT on a node the Sentinels do not name as the
+    master proves nothing, whatever its replicas answer."""
+    replica = next(a for a in stack.info.redis_nodes if a != stack.current_master())
+    k = Kit(stack)
+    pinned = MasterClient(
+        dataclasses.replace(k.master.target, fixed=replica), service="test", pod="pinned"
+    )
+    try:
+        finisher = Finisher(k.settings, k.store, lambda fn: k.master.call(fn, deadline=10), pinned)
+        await k.store.ensure_bucket()
+        key = segment.new_key()
+        await k.store.put_segment(key, b"kept")
+        with pytest.raises(TransientError, match="do not name"):
+            await finisher.finish("1-0", key, epoch=None)
+        assert await k.store.exists(key)
+    finally:
+        await pinned.close()
         await k.close()

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from redis import exceptions as rex
@@ -146,30 +146,42 @@ async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
     return dict(zip(target.sentinels, answers, strict=True))
 
 
-async def _replicas_seen_by(target: RedisTarget, sentinel: Address) -> int | None:
+async def _view_of(target: RedisTarget, sentinel: Address) -> tuple[Address, int] | None:
+    """The master ``sentinel`` names, and how many of its replicas it holds for up."""
     r = client(sentinel, target.sentinel_password, target.timeout)
     try:
+        master: Any = await r.sentinel_master(target.master_name)  # a dict, typed loosely
         replicas = await r.sentinel_slaves(target.master_name)
     except (rex.RedisError, OSError):
         return None
     finally:
         await r.aclose()
-    return sum(not (x["is_sdown"] or x["is_odown"] or x["is_disconnected"]) for x in replicas)
+    up = sum(not (x["is_sdown"] or x["is_odown"] or x["is_disconnected"]) for x in replicas)
+    return (str(master["ip"]), int(master["port"])), up
 
 
-async def replicas_to_wait_for(target: RedisTarget) -> int:
-    """How many replicas a write must reach before the copy it protects may go: every replica
-    of the master some Sentinel holds for up (the most any Sentinel counts), at least one.
+async def replicas_to_wait_for(target: RedisTarget, master: Address) -> int | None:
+    """How many replicas a write on ``master`` must reach before the copy it protects may go:
+    every replica of ``master`` some Sentinel holds for up (the most any counts), at least
+    one; None when fewer than a majority of the Sentinels name ``master`` (a failover moved on,
+    or none can be asked): no WAIT on it then proves the write survives.
 
     Acknowledged by one replica of three is not enough: in a failover the Sentinels may promote
     the other, and the one that acknowledged then resyncs from the new master, dropping the
     write (a partition drill lost effects so). Written to every live replica, a write is on
     whichever the Sentinels promote; a replica that stopped following (promoted, cut off) makes
-    the WAIT fall short, and the copy stays. A fixed address (no Sentinels): one."""
+    the WAIT fall short, and the copy stays. Counted for ``master`` only: right after a
+    failover the Sentinels list the new master's replicas (freshly added, "disconnected" for
+    a moment), while a process still on the old master could have its WAIT met by a replica
+    about to be moved to the new one, which then discards the write. A fixed address (no
+    Sentinels): one."""
     if not target.sentinels:
         return 1
-    counts = await asyncio.gather(*(_replicas_seen_by(target, s) for s in target.sentinels))
-    return max([1, *(c for c in counts if c is not None)])
+    views = await asyncio.gather(*(_view_of(target, s) for s in target.sentinels))
+    counts = [up for v in views if v is not None for addr, up in [v] if addr == master]
+    if len(counts) < len(target.sentinels) // 2 + 1:
+        return None
+    return max([1, *counts])
 
 
 async def role_of(addr: Address, password: str | None, wait: float) -> str | None:

@@ -33,7 +33,7 @@ from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
 from shopipe.errors import TransientError
 from shopipe.logs import get_logger
-from shopipe.sentinel import MasterClient, replicas_to_wait_for
+from shopipe.sentinel import MasterClient, parse_address, replicas_to_wait_for
 
 from shopipe_worker import metrics as m
 from shopipe_worker import streamops as ops
@@ -73,7 +73,8 @@ class Finisher:
         self.me = settings.pod_name
         self._queue: list[_Item] = []
         self._task: asyncio.Task[None] | None = None
-        self._want = 1  # replicas a WAIT must reach (_replicas)
+        self._want: int | None = 1  # replicas a WAIT on _replicas_of must reach (_replicas)
+        self._replicas_of: str | None = None
         self._replicas_at = -1e9
 
     async def finish(self, entry_id: str, key: str | None, epoch: int | None = None) -> None:
@@ -149,9 +150,18 @@ class Finisher:
         skipped: a master with no replica confirms nothing, and the objects stay."""
         timeout_ms = max(1, int(self.settings.redis_timeout_seconds * 500))
         local = self.settings.redis_single_node
-        want = 1 if local else await self._replicas()
+        want = 1
 
         async def wait(r: Redis) -> int:
+            nonlocal want
+            if not local:
+                # No await since the master client handed ``r`` over: its address is r's.
+                got = await self._replicas(self.master.address)
+                if got is None:  # not an error of the connection: call_on raises it as is
+                    m.FINISH_UNCONFIRMED.inc(len(ids))
+                    log.warning("no majority of the sentinels names this master; segments kept")
+                    raise TransientError("the sentinels do not name this master; segments kept")
+                want = got
             return await ops.durable(
                 r, self.stream, self.group, self.me, ids, timeout_ms, replicas=want, local=local
             )
@@ -166,15 +176,18 @@ class Finisher:
             raise TransientError(f"done-markers not confirmed ({what}); segments kept")
         return epoch
 
-    async def _replicas(self) -> int:
-        """Replicas a WAIT must reach (shopipe.sentinel.replicas_to_wait_for), asked of the
-        Sentinels at most once a second: under load batches follow each other closely. A stale
-        count errs safe in a failover (the count only drops once the Sentinels see a replica
-        gone), and a replica back up is waited for a second later."""
+    async def _replicas(self, master: str | None) -> int | None:
+        """Replicas a WAIT on ``master`` must reach (shopipe.sentinel.replicas_to_wait_for;
+        None: the Sentinels do not name it), asked of the Sentinels at most once a second per
+        master: under load batches follow each other closely. A stale count errs safe in a
+        failover (the count only drops once the Sentinels see a replica gone), and a replica
+        back up is waited for a second later."""
+        if master is None:
+            return None
         now = time.monotonic()
-        if now - self._replicas_at > 1.0:
-            self._want = await replicas_to_wait_for(self.master.target)
-            self._replicas_at = now
+        if master != self._replicas_of or now - self._replicas_at > 1.0:
+            self._want = await replicas_to_wait_for(self.master.target, parse_address(master))
+            self._replicas_of, self._replicas_at = master, now
         return self._want
 
     async def _remove(self, keys: list[str]) -> dict[str, Exception]:
