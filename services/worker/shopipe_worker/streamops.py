@@ -144,6 +144,9 @@ async def reap_consumers(r: Redis, stream: str, group: str, me: str, idle_ms: in
     return removed
 
 
+FENCE_TTL_MS = 600_000  # a worker gone for ten minutes leaves no key behind
+
+
 async def durable(
     r: Redis,
     stream: str,
@@ -152,6 +155,7 @@ async def durable(
     ids: list[str],
     timeout_ms: int,
     *,
+    fence: str,
     replicas: int = 1,
     local: bool = False,
 ) -> int:
@@ -160,11 +164,15 @@ async def durable(
     (``WAITAOF 1 0``, a lone master). Returns how many replicas (or local AOFs) acknowledged.
 
     WAIT counts this connection's own writes, and the replication stream is one ordered log: so
-    one write here (a heartbeat of the entries) followed by WAIT covers the record transactions
-    made on other connections too (the AOF is one ordered log as well)."""
+    one write here followed by WAIT covers the record transactions made on other connections too
+    (the AOF is one ordered log as well). That write is the SET of ``fence``: the heartbeat of
+    the entries beside it writes nothing when none of ``ids`` is pending on this master (taken
+    over, or read on a master since demoted), and a WAIT after no write of this connection
+    returns at once, covering nothing (a graceful-failover test lost effects so)."""
     async with r.pipeline(transaction=False) as pipe:
         wanted: list[Any] = list(ids)
         pipe.xclaim(stream, group, me, 0, wanted, justid=True)
+        pipe.set(fence, "1", px=FENCE_TTL_MS)
         if local:
             # redis-py has no typed WAITAOF; its reply is [local fsyncs, replica fsyncs].
             pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
