@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -277,3 +278,40 @@ async def test_a_wait_covers_other_connections_writes_even_when_no_entry_is_pend
     finally:
         await writer.aclose()
         await waiter.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_replica_whose_sentinel_links_are_cut_still_counts(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """A promotion kills every normal client of the promoted replica, the Sentinels' links
+    included: "disconnected" for a moment, it must still count, or a WAIT on the old master
+    is met by the other replica alone (which then resyncs and drops the write). Here the
+    links are cut again and again for a second and a half, so every Sentinel sees it so."""
+    st = make_stack()
+    k = Kit(st)
+    try:
+        master = st.current_master()
+        replica = next(a for a in st.info.redis_nodes if a != master)
+        stop = threading.Event()
+
+        def cut() -> None:
+            with client(replica, st.info.redis_password) as r:
+                while not stop.wait(0.01):  # bounded by the loop below
+                    r.client_kill_filter(_type="normal", skipme=True)
+
+        cutter = threading.Thread(target=cut)
+        cutter.start()
+        counts: list[int | None] = []
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 1.5
+            while loop.time() < deadline:
+                counts.append(await replicas_to_wait_for(k.master.target, master))
+        finally:
+            stop.set()
+            cutter.join(10)
+        assert counts
+        assert set(counts) == {2}, counts
+    finally:
+        await k.close()

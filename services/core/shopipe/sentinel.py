@@ -147,7 +147,7 @@ async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
 
 
 async def _view_of(target: RedisTarget, sentinel: Address) -> tuple[Address, int] | None:
-    """The master ``sentinel`` names, and how many of its replicas it holds for up."""
+    """The master ``sentinel`` names, and how many of its replicas it does not hold for down."""
     r = client(sentinel, target.sentinel_password, target.timeout)
     try:
         master: Any = await r.sentinel_master(target.master_name)  # a dict, typed loosely
@@ -156,25 +156,28 @@ async def _view_of(target: RedisTarget, sentinel: Address) -> tuple[Address, int
         return None
     finally:
         await r.aclose()
-    up = sum(not (x["is_sdown"] or x["is_odown"] or x["is_disconnected"]) for x in replicas)
+    # "Disconnected" counts: it says only that the Sentinel's own link is down, and a promotion
+    # kills every normal client of the promoted replica, the Sentinels' links included. Left
+    # out, the replica being promoted dropped from the count for that moment, and a WAIT on
+    # the old master met by the other replica alone lost writes (the demotion test's).
+    up = sum(not (x["is_sdown"] or x["is_odown"]) for x in replicas)
     return (str(master["ip"]), int(master["port"])), up
 
 
 async def replicas_to_wait_for(target: RedisTarget, master: Address) -> int | None:
     """How many replicas a write on ``master`` must reach before the copy it protects may go:
-    every replica of ``master`` some Sentinel holds for up (the most any counts), at least
-    one; None when fewer than a majority of the Sentinels name ``master`` (a failover moved on,
-    or none can be asked): no WAIT on it then proves the write survives.
+    every replica of ``master`` some Sentinel does not hold for down (the most any counts), at
+    least one; None when fewer than a majority of the Sentinels name ``master`` (a failover
+    moved on, or none can be asked): no WAIT on it then proves the write survives.
 
     Acknowledged by one replica of three is not enough: in a failover the Sentinels may promote
     the other, and the one that acknowledged then resyncs from the new master, dropping the
     write (a partition drill lost effects so). Written to every live replica, a write is on
     whichever the Sentinels promote; a replica that stopped following (promoted, cut off) makes
     the WAIT fall short, and the copy stays. Counted for ``master`` only: right after a
-    failover the Sentinels list the new master's replicas (freshly added, "disconnected" for
-    a moment), while a process still on the old master could have its WAIT met by a replica
-    about to be moved to the new one, which then discards the write. A fixed address (no
-    Sentinels): one."""
+    failover the Sentinels list the new master's replicas, while a process still on the old
+    master could have its WAIT met by a replica about to be moved to the new one, which then
+    discards the write. A fixed address (no Sentinels): one."""
     if not target.sentinels:
         return 1
     views = await asyncio.gather(*(_view_of(target, s) for s in target.sentinels))

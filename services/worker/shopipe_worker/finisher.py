@@ -3,9 +3,9 @@
 A segment whose records are all done or dead-lettered is finished in three steps:
 1. durability: a write on this connection (a SET, never a no-op), then ``WAIT n``, on the
    same master connection (epoch) the records' markers were written on, ``n`` every replica
-   of that master the Sentinels hold for up (shopipe.sentinel.replicas_to_wait_for). The
-   done-markers must be on whichever replica a failover promotes before the object goes, or
-   the failover could forget them while the object is gone too. Too few replicas
+   of that master the Sentinels do not hold for down (shopipe.sentinel.replicas_to_wait_for).
+   The done-markers must be on whichever replica a failover promotes before the object goes,
+   or the failover could forget them while the object is gone too. Too few replicas
    acknowledging (a lone or just-demoted master, a replica that follows another master now),
    no Sentinel majority naming that master, or the connection changed since: the object is
    kept and the segment done again later, where the markers decide. With
