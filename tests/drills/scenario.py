@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import redis
-from shopipe.devstack.info import fmt
-from shopipe.devstack.redis import Address, client
+from shopipe_devstack.info import fmt
+from shopipe_devstack.redis import Address, client
 
 from tests.drills.checker import SIDES, Checker, Figures, Load, recovery_after
 from tests.drills.faults import Faults

@@ -19,9 +19,9 @@ import pytest
 from shopipe import segment
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
-from shopipe.devstack.redis import client
+from shopipe_devstack import Stack
+from shopipe_devstack.info import fmt
+from shopipe_devstack.redis import client
 
 from tests.e2e.pipeline import GROUP, STREAM, Pipeline, exactly_once, synced_replica, until
 

@@ -27,9 +27,9 @@ import pytest
 import pytest_asyncio
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack, prometheus
-from shopipe.devstack.info import fmt
-from shopipe.devstack.procs import ProcessTable
+from shopipe_devstack import Stack, prometheus
+from shopipe_devstack.info import fmt
+from shopipe_devstack.procs import ProcessTable
 
 from tests.conftest import _new_stack
 from tests.e2e.pipeline import Pipeline, exactly_once, until

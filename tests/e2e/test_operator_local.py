@@ -19,15 +19,15 @@ import pytest
 import redis
 from shopipe.buffer import Buffer
 from shopipe.config import OperatorSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import StackInfo, fmt
-from shopipe.devstack.redis import client, redis_binary
-from shopipe.devstack.services import Service, services, spawn_service, wait_healthy
-from shopipe.devstack.state import free_ports
 from shopipe.segment import Record, encode, incoming_key, new_name, record_id
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.shopify import WebhookHeaders, sample
 from shopipe.stream import announce, ensure_group
+from shopipe_devstack import Stack
+from shopipe_devstack.info import StackInfo, fmt
+from shopipe_devstack.redis import client, redis_binary
+from shopipe_devstack.services import Service, services, spawn_service, wait_healthy
+from shopipe_devstack.state import free_ports
 from shopipe_receiver.sender import signed_headers
 
 pytestmark = pytest.mark.e2e

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from shopipe.config import OperatorSettings, Secret, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
-from shopipe.devstack.redis import client as redis_client
-from shopipe.devstack.services import Service, spawn_service, wait_healthy
 from shopipe.sentinel import Address, RedisTarget
+from shopipe_devstack import Stack
+from shopipe_devstack.info import fmt
+from shopipe_devstack.redis import client as redis_client
+from shopipe_devstack.services import Service, spawn_service, wait_healthy
 from shopipe_operator.app import make_elector
 from shopipe_operator.backends.kubernetes import KubernetesBackend
 from shopipe_operator.backlog import Backlog, BacklogProbe

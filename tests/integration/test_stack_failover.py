@@ -15,8 +15,8 @@ from redis.asyncio.sentinel import Sentinel
 from shopipe.backlog import stream_backlog
 from shopipe.buffer import Buffer
 from shopipe.config import OperatorSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.redis import Address, client
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import Address, client
 from shopipe_operator.backlog import BacklogProbe
 from shopipe_operator.scaling import ScalePolicy, Scaler
 

@@ -10,9 +10,9 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.sentinel import Sentinel
-from shopipe.devstack import Stack
-from shopipe.devstack.redis import client
-from shopipe.devstack.sentinels import _pairs
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client
+from shopipe_devstack.sentinels import _pairs
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
-from shopipe.devstack.procs import ProcRecord
-from shopipe.devstack.redis import Address, client
-from shopipe.devstack.services import spawn_service, wait_healthy
-from shopipe.devstack.supervisor import Backoff
+from shopipe_devstack import Stack
+from shopipe_devstack.info import fmt
+from shopipe_devstack.procs import ProcRecord
+from shopipe_devstack.redis import Address, client
+from shopipe_devstack.services import spawn_service, wait_healthy
+from shopipe_devstack.supervisor import Backoff
 
 pytestmark = pytest.mark.integration
 

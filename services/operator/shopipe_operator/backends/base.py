@@ -40,6 +40,8 @@ class Backend(Protocol):
     """What the loop needs. Every method may raise BackendUnavailable."""
 
     name: str
+    # False where one operator acts alone (the dev stack's local backend): no Lease to hold.
+    leader_election: bool
 
     async def current_replicas(self) -> int: ...
 

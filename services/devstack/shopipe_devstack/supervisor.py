@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from shopipe.devstack.procs import ProcessError, ProcessTable, is_ours
+from shopipe_devstack.procs import ProcessError, ProcessTable, is_ours
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shopipe.devstack.seaweed import REGION, WeedPorts
-from shopipe.devstack.state import StackError, read_or_create_secret, secret_file
+from shopipe_devstack.seaweed import REGION, WeedPorts
+from shopipe_devstack.state import StackError, read_or_create_secret, secret_file
 
 Address = tuple[str, int]
 INFO_FILE = "stack.json"

@@ -42,7 +42,7 @@ class ProcRecord:
     seq: int  # spawn order (ns clock), so stop_all can go in reverse
     exe: str = ""  # /proc/<pid>/exe at spawn
     meta: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {"port": "8080"}
-    # Kept by the supervisor (shopipe.devstack.supervisor), shown by `shopipe dev status`.
+    # Kept by the supervisor (shopipe_devstack.supervisor), shown by `shopipe dev status`.
     restarts: int = 0
     last_exit: str = ""  # how the previous run ended, e.g. "signal 9 (SIGKILL)"
     restart_at: float = 0.0  # wall clock of the restart due, while the process is down

@@ -7,10 +7,10 @@ from typing import Any
 
 import redis
 
-from shopipe.devstack.component import Component
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.redis import Address, client, redis_binary
-from shopipe.devstack.state import PRIVATE_UMASK, write_private
+from shopipe_devstack.component import Component
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.redis import Address, client, redis_binary
+from shopipe_devstack.state import PRIVATE_UMASK, write_private
 
 QUORUM = 2
 

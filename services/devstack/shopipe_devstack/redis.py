@@ -18,16 +18,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shopipe.devstack.component import Component
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import PRIVATE_UMASK, StackError, write_private
+from shopipe_devstack.component import Component
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.state import PRIVATE_UMASK, StackError, write_private
 
 Address = tuple[str, int]
 
 
 def shared_config() -> str:
     """The Redis policy shared with the chart (package data, so an installed package has it)."""
-    return resources.files("shopipe.devstack").joinpath("redis.conf").read_text()
+    return resources.files("shopipe_devstack").joinpath("redis.conf").read_text()
 
 
 def valkey_binary() -> str | None:

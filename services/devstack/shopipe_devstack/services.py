@@ -16,10 +16,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
-from shopipe.devstack.component import wait_until
-from shopipe.devstack.info import StackInfo
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import free_ports
+from shopipe_devstack.component import wait_until
+from shopipe_devstack.info import StackInfo
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.state import free_ports
 
 KINDS = ("receiver", "worker", "operator")
 
