@@ -13,10 +13,11 @@ import json
 import os
 from pathlib import Path
 
+from shopipe.address import Address
 from shopipe_devstack import Stack
 from shopipe_devstack.info import StackInfo, load_secrets
 from shopipe_devstack.procs import ProcessTable
-from shopipe_devstack.redis import Address, RedisNode, redis_binary
+from shopipe_devstack.redis import RedisNode, redis_binary
 from shopipe_devstack.seaweed import Seaweed, WeedPorts
 from shopipe_devstack.sentinels import Sentinels
 from shopipe_devstack.services import Service, spawn_service, wait_healthy

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from shopipe.address import fmt
 from shopipe.shopify import sample
 from shopipe.stream import Keys
 from shopipe_devstack import Stack
-from shopipe_devstack.info import fmt
 from shopipe_devstack.redis import client
 from shopipe_devstack.state import free_ports
 from shopipe_receiver.sender import DEFAULT_SHOP, signed_headers

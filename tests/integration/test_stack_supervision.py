@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from shopipe.address import Address, fmt
 from shopipe_devstack import Stack
-from shopipe_devstack.info import fmt
 from shopipe_devstack.procs import ProcRecord
-from shopipe_devstack.redis import Address, client
+from shopipe_devstack.redis import client
 from shopipe_devstack.services import spawn_service, wait_healthy
 from shopipe_devstack.supervisor import Backoff
 

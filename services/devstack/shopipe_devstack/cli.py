@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shopipe.address import fmt
 from shopipe.config import ReceiverSettings, load_settings
 from shopipe.errors import ConfigError
 
 from shopipe_devstack import prometheus
-from shopipe_devstack.info import StackInfo, fmt
+from shopipe_devstack.info import StackInfo
 from shopipe_devstack.procs import ProcessTable, ProcRecord, exe_of, is_ours, stat_of
 from shopipe_devstack.seaweed import WeedPorts
 from shopipe_devstack.sentinels import agreed_master

@@ -12,15 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shopipe.address import Address, fmt
+
 from shopipe_devstack.seaweed import REGION, WeedPorts
 from shopipe_devstack.state import StackError, read_or_create_secret, secret_file
 
-Address = tuple[str, int]
 INFO_FILE = "stack.json"
-
-
-def fmt(addr: Address) -> str:
-    return f"{addr[0]}:{addr[1]}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,12 +17,11 @@ from pathlib import Path
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from shopipe.address import Address
 
 from shopipe_devstack.component import Component
 from shopipe_devstack.procs import ProcessTable
 from shopipe_devstack.state import PRIVATE_UMASK, StackError, write_private
-
-Address = tuple[str, int]
 
 
 def shared_config() -> str:

@@ -17,9 +17,10 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from shopipe.address import Address, fmt
 
 from shopipe_devstack.component import Component, wait_until
-from shopipe_devstack.info import Address, StackInfo, fmt, load_secrets
+from shopipe_devstack.info import StackInfo, load_secrets
 from shopipe_devstack.procs import ProcessTable
 from shopipe_devstack.redis import RedisNode, client
 from shopipe_devstack.seaweed import Seaweed, WeedPorts
@@ -314,7 +315,7 @@ class Stack:
                 return f"sentinels still name {fmt(old)}"
             try:
                 with client(addr, self.info.redis_password) as r:
-                    role = r.execute_command("ROLE")
+                    role = r.role()
             except redis.RedisError as e:
                 return f"new master {fmt(addr)}: {type(e).__name__}"
             if role[0] != "master":

@@ -11,27 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
+from shopipe.address import Address, fmt
 from shopipe.logs import get_logger
-from shopipe.sentinel import Address, RedisTarget, ask_sentinels, fmt
+from shopipe.sentinel import RedisTarget, ask_once, ask_sentinels, majority
 
 from shopipe_operator import metrics
 
 log = get_logger(__name__)
-
-
-def majority(answers: Mapping[Address, Address | None], configured: int) -> Address | None:
-    """The address named by more than half of ``configured`` Sentinels, else None."""
-    votes = Counter(a for a in answers.values() if a is not None)
-    for addr, n in votes.most_common():
-        if n * 2 > configured:
-            return addr
-    return None
 
 
 @dataclass(frozen=True)
@@ -89,19 +79,19 @@ class MasterWatch:
 
     async def replicas(self) -> list[Address]:
         """Replicas the Sentinels know (first one that answers), for CLIENT LIST probes."""
-        for s in self.target.sentinels:
-            r = _sentinel_client(s, self.target, self.target.timeout)
-            try:
-                rows = await r.sentinel_slaves(self.target.master_name)
-            except (rex.RedisError, OSError):
-                continue
-            finally:
-                await r.aclose()
+
+        async def known(r: Redis) -> list[Address]:
             out = []
-            for row in rows or []:
+            for row in await r.sentinel_slaves(self.target.master_name) or []:
                 with contextlib.suppress(KeyError, TypeError, ValueError):
                     out.append((str(row["ip"]), int(row["port"])))
             return out
+
+        t = self.target
+        for s in t.sentinels:
+            found = await ask_once(s, t.sentinel_password, t.timeout, known)
+            if found is not None:
+                return found
         return []
 
     async def suspects(self) -> list[Address]:
