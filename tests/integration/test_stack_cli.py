@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from shopipe_devstack import Ports, ProcessTable, Stack, StackError, StackInfo
-from shopipe_devstack.procs import ledger_survivors
+from shopipe_devstack.records import ledger_survivors
 
 pytestmark = pytest.mark.integration
 

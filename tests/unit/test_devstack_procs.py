@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from shopipe_devstack.procs import ProcessTable, ProcRecord, is_ours, ledger_survivors
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.records import ProcRecord, is_ours, ledger_survivors
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,9 @@ from shopipe.errors import ConfigError
 
 from shopipe_devstack import prometheus
 from shopipe_devstack.info import StackInfo
-from shopipe_devstack.procs import ProcessTable, ProcRecord, exe_of, is_ours, stat_of
+from shopipe_devstack.pids import exe_of, stat_of
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.records import ProcRecord, is_ours
 from shopipe_devstack.seaweed import WeedPorts
 from shopipe_devstack.sentinels import agreed_master
 from shopipe_devstack.services import (

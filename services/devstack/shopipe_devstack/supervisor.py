@@ -26,7 +26,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from shopipe_devstack.procs import ProcessError, ProcessTable, is_ours
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.records import ProcessError, is_ours
 
 log = logging.getLogger(__name__)
 
