@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from shopipe.address import Address, fmt, parse_address
+from shopipe.backoff import Backoff
 from shopipe.config import CommonSettings
 from shopipe.errors import ConfigError, RedisUnavailable
 from shopipe.logs import get_logger
@@ -299,7 +299,8 @@ class MasterClient:
     ) -> tuple[T, int]:
         """``call``, also returning the epoch of the connection ``fn`` succeeded on."""
         end = time.monotonic() + deadline
-        delay = 0.05
+        # Full jitter: many pods must not stampede the new master together.
+        delays = Backoff(0.05, 1.0)
         while True:
             r: Redis | None = None
             try:
@@ -317,9 +318,7 @@ class MasterClient:
             left = end - time.monotonic()
             if left <= 0:
                 raise RedisUnavailable(f"redis: {type(err).__name__}") from err
-            # Full jitter: many pods must not stampede the new master together.
-            await asyncio.sleep(min(left, random.uniform(0, delay)))
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(min(left, delays.wait()))
 
     async def check(self) -> None:
         """Move to the master the Sentinels name when it is not the one in use, and connect

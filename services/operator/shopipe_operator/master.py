@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from dataclasses import dataclass, field
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from shopipe.address import Address, fmt
+from shopipe.backoff import Backoff
 from shopipe.logs import get_logger
 from shopipe.sentinel import RedisTarget, ask_once, ask_sentinels, majority
 
@@ -107,13 +107,13 @@ class MasterWatch:
             self._tasks.append(asyncio.create_task(self._listen(s), name=f"switch-master:{fmt(s)}"))
 
     async def _listen(self, sentinel: Address) -> None:
-        delay = 0.1
+        delays = Backoff(0.1, 5.0, jitter=0.5)
         while True:
             r = _sentinel_client(sentinel, self.target, None)
             pubsub = r.pubsub()
             try:
                 await pubsub.subscribe("+switch-master")
-                delay = 0.1
+                delays.reset()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None:
@@ -127,8 +127,7 @@ class MasterWatch:
                 with contextlib.suppress(Exception):
                     await r.aclose()
             # A dead Sentinel: try again later; polling still covers us meanwhile.
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delays.wait())
 
     async def close(self) -> None:
         for t in self._tasks:
