@@ -32,10 +32,6 @@ class BackendError(PermanentError):
         self.status = status
 
 
-class ScaleRefused(PermanentError):
-    """Scaling is not ours to do (an HPA owns the Deployment); the message says why."""
-
-
 class Backend(Protocol):
     """What the loop needs. Every method may raise BackendUnavailable."""
 
