@@ -10,13 +10,14 @@ TEST_WORKERS ?= 4
 
 .PHONY: dev test lint unit bench manifests images lock tools clean drills
 
-# The locked versions (hashes checked), then shopipe itself, editable; `pip install -e '.[dev]'`
-# still works for a quick start, unlocked.
-$(STAMP): pyproject.toml requirements/dev.txt
+# The locked versions (hashes checked), then shopipe and its dev stack (services/devstack, a
+# distribution of its own that no image installs), editable; `pip install -e '.[dev]' -e
+# services/devstack` still works for a quick start, unlocked.
+$(STAMP): pyproject.toml services/devstack/pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --no-deps -e . -e services/devstack
 	touch $(STAMP)
 
 tools: $(STAMP)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from shopipe.devstack import Stack, StackInfo
-from shopipe.devstack.seaweed import s3_client
-from shopipe.devstack.state import free_ports
+from shopipe_devstack import Stack, StackInfo
+from shopipe_devstack.seaweed import s3_client
+from shopipe_devstack.state import free_ports
 
 from bench.loadgen import Spec
 

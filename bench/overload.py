@@ -1,7 +1,7 @@
 """Overload (issue 15 §1): the receiver in front of a slow or stalled store.
 
 The receiver writes through a delaying TCP proxy in front of SeaweedFS
-(``shopipe.devstack.slowproxy``, its own process): first healthy (the proxy passes everything:
+(``shopipe_devstack.slowproxy``, its own process): first healthy (the proxy passes everything:
 the reference), then every S3 request held 1 s, then 6 s, then the store stalled (connections
 accepted, nothing answered). Each stage offers the same open-loop load; the slowed store takes at
 most ``SHOPIPE_MAX_PUTS_IN_FLIGHT`` / delay PUTs per second (8 and 1.3 PUT/s), so one PUT per
@@ -42,7 +42,7 @@ def _proxy(bench: Bench) -> tuple[str, Path]:
     argv = [
         sys.executable,
         "-m",
-        "shopipe.devstack.slowproxy",
+        "shopipe_devstack.slowproxy",
         str(port_file),
         str(s3.hostname),
         str(s3.port),

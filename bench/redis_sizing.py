@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from shopipe.config import CommonSettings
-from shopipe.devstack.redis import client
+from shopipe_devstack.redis import client
 
 from bench.drain import processed
 from bench.harness import Bench, Server

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shopipe.devstack import Stack
-from shopipe.devstack.procs import ProcessTable, ledger_survivors
+from shopipe_devstack import Stack
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.records import ledger_survivors
 
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000

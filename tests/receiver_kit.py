@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from shopipe.config import ReceiverSettings, load_settings
-from shopipe.devstack import Stack
+from shopipe_devstack import Stack
 
 
 def receiver_settings(stack: Stack, secrets: str, **extra: str) -> ReceiverSettings:

@@ -16,9 +16,9 @@ from redis.exceptions import ResponseError
 from shopipe import segment
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.stream import Keys, announce
+from shopipe_devstack import Stack
 from shopipe_worker.consumer import Consumer
 from shopipe_worker.events import Event
 from shopipe_worker.processor import Processor

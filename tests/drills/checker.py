@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import redis
-from shopipe.devstack.redis import client
+from shopipe_devstack.redis import client
 from shopipe_receiver.sender import signed_headers
 
 from tests.drills.hosts import NetStack

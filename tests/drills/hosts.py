@@ -1,6 +1,6 @@
 """The dev stack spread over the drills' network hosts.
 
-``NetStack`` is the dev stack (``shopipe.devstack.Stack``: same components, same process table,
+``NetStack`` is the dev stack (``shopipe_devstack.Stack``: same components, same process table,
 same fault helpers) with every server started inside its own namespace and bound to that
 host's address; ``start_pipeline`` adds two receivers, two workers and the operator, each on a
 host of its own too. Redis runs with the chart's write guard (min-replicas-to-write 1,
@@ -13,15 +13,16 @@ import json
 import os
 from pathlib import Path
 
-from shopipe.devstack import Stack
-from shopipe.devstack.info import StackInfo, load_secrets
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.redis import Address, RedisNode, redis_binary
-from shopipe.devstack.seaweed import Seaweed, WeedPorts
-from shopipe.devstack.sentinels import Sentinels
-from shopipe.devstack.services import Service, spawn_service, wait_healthy
-from shopipe.devstack.stack import Ports
-from shopipe.devstack.state import StackError, free_ports
+from shopipe.address import Address
+from shopipe_devstack import Stack
+from shopipe_devstack.info import StackInfo, load_secrets
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.redis import RedisNode, redis_binary
+from shopipe_devstack.seaweed import Seaweed, WeedPorts
+from shopipe_devstack.sentinels import Sentinels
+from shopipe_devstack.services import Service, spawn_service, wait_healthy
+from shopipe_devstack.stack import Ports
+from shopipe_devstack.state import StackError, free_ports
 
 from tests.drills.netns import Net
 

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from shopipe.devstack.procs import CLONE_NEWNET, enter_netns
+from shopipe_devstack.pids import CLONE_NEWNET, enter_netns
 
 SUBNET = "10.213.0"  # only ever configured inside this run's namespaces
 NETNS_DIR = Path("/run/netns")

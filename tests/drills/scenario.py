@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import redis
-from shopipe.devstack.info import fmt
-from shopipe.devstack.redis import Address, client
+from shopipe.address import Address, fmt
+from shopipe_devstack.redis import client
 
 from tests.drills.checker import SIDES, Checker, Figures, Load, recovery_after
 from tests.drills.faults import Faults
@@ -143,7 +143,7 @@ class Drill:
     def role(self, addr: Address) -> str | None:
         try:
             with client(addr, self.stack.info.redis_password) as r:
-                return str(r.execute_command("ROLE")[0])
+                return str(r.role()[0])
         except redis.RedisError:
             return None
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from shopipe.config import OperatorSettings, load_settings
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.services import spawn_service
+from shopipe_devstack.backend import LocalBackend
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.services import spawn_service
 from shopipe_operator.backends.base import Pod
-from shopipe_operator.backends.local import LocalBackend
 
 from tests.drills.faults import Faults
 from tests.drills.hosts import NetStack

@@ -12,7 +12,7 @@ import asyncio
 import time
 
 import pytest
-from shopipe.devstack.info import fmt
+from shopipe.address import fmt
 
 from tests.drills.hosts import MAX_LAG_SECONDS, table_spawns
 from tests.drills.scenario import Drill

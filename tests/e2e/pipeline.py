@@ -25,9 +25,9 @@ import redis
 from shopipe import segment
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.redis import client
-from shopipe.devstack.services import Service, spawn_service, wait_healthy
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client
+from shopipe_devstack.services import Service, spawn_service, wait_healthy
 from shopipe_receiver.sender import signed_headers
 
 HERE = Path(__file__).parent

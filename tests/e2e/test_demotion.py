@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from shopipe import segment
+from shopipe.address import fmt
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
-from shopipe.devstack.redis import client
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client
 
 from tests.e2e.pipeline import GROUP, STREAM, Pipeline, exactly_once, synced_replica, until
 
@@ -33,7 +33,7 @@ GRACE = 10.0  # seconds every process has to be on the new master (the operator'
 
 def failover(stack: Stack) -> None:
     with client(stack.info.sentinels[0], None) as s:
-        s.execute_command("SENTINEL", "FAILOVER", stack.info.master_name)
+        s.sentinel_failover(stack.info.master_name)
 
 
 async def one_failover(p: Pipeline, n: int) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from shopipe.devstack import Stack
+from shopipe_devstack import Stack
 
 from tests.e2e.pipeline import Pipeline, exactly_once, until
 

@@ -23,13 +23,15 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
-from shopipe.devstack.redis import client
-from shopipe.devstack.state import free_ports
+from shopipe.address import fmt
 from shopipe.shopify import sample
 from shopipe.stream import Keys
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client
+from shopipe_devstack.state import free_ports
 from shopipe_receiver.sender import DEFAULT_SHOP, signed_headers
+
+from tests.k8s_fake import FakeKube
 
 pytestmark = pytest.mark.e2e
 
@@ -209,17 +211,23 @@ def pod(images: None, stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
             podman("rm", "--force", "--time", "5", c.name)
 
 
-def operator_state(stack: Stack, tmp: Path) -> Path:
-    """The local backend's state dir for uid 10001: the stack's description and secrets, and an
-    empty process table (workers here are containers, not processes it could start)."""
-    state = tmp / "state"
-    (state / "secrets").mkdir(parents=True)
-    shutil.copy(stack.info.state_dir / "stack.json", state / "stack.json")
-    for f in (stack.info.state_dir / "secrets").iterdir():
-        shutil.copy(f, state / "secrets" / f.name)
-    for path in [state, *state.rglob("*")]:
-        os.chown(path, int(UID), int(UID))
-    return state
+def kubeconfig(kube: FakeKube, tmp: Path) -> Path:
+    """A kubeconfig naming the fake API server, readable by uid 10001 (no in-cluster account
+    in podman: the client falls back to it, as on a developer's machine)."""
+    path = tmp / "kube" / "config"
+    path.parent.mkdir()
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
+        "users": [{"name": "fake", "user": {}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        "current-context": "fake",
+    }
+    path.write_text(yaml.safe_dump(doc))
+    for p in (path.parent, path):
+        os.chown(p, int(UID), int(UID))
+    return path
 
 
 def test_receiver_serves_a_signed_webhook_and_the_worker_processes_it(
@@ -242,18 +250,27 @@ def test_receiver_serves_a_signed_webhook_and_the_worker_processes_it(
             time.sleep(0.2)
 
 
-def test_operator_starts_with_the_local_backend_and_reports_the_master(
+def test_operator_starts_with_the_kubernetes_backend_and_reports_the_master(
     stack: Stack, pod: Any, tmp_path: Path
 ) -> None:
-    state = operator_state(stack, tmp_path)
-    operator = pod(
-        "operator",
-        ["--volume", f"{state}:/state:rw"],
-        SHOPIPE_BACKEND="local",
-        SHOPIPE_LEADER_ELECTION="false",
-        SHOPIPE_STATE_DIR="/state",
-        SHOPIPE_MIN_WORKERS="0",
-    )
+    kube = FakeKube(namespace="shop").start()
+    kube.state.replicas["shopipe-worker"] = 1
+    try:
+        config = kubeconfig(kube, tmp_path)
+        operator = pod(
+            "operator",
+            ["--volume", f"{config.parent}:/kube:ro"],
+            KUBECONFIG="/kube/config",
+            SHOPIPE_WORKER_DEPLOYMENT="shopipe-worker",
+            SHOPIPE_DRY_RUN="true",
+            SHOPIPE_MIN_WORKERS="0",
+        )
+        _reports_the_master(operator, stack)
+    finally:
+        kube.stop()
+
+
+def _reports_the_master(operator: Any, stack: Stack) -> None:
     want = fmt(stack.current_master())
     deadline = time.monotonic() + 60
     while True:
@@ -264,3 +281,15 @@ def test_operator_starts_with_the_local_backend_and_reports_the_master(
         assert operator.running(), f"the operator exited:\n{operator.logs()}"
         assert time.monotonic() < deadline, f"/status says {master!r}, not {want}"
         time.sleep(0.2)
+
+
+def test_the_images_hold_no_dev_stack(images: None) -> None:
+    # The dev stack (services/devstack) is a distribution of its own; shopipe's wheel has none of
+    # it, so neither `shopipe dev` nor the operator's local backend exists in an image.
+    probe = "import importlib.util as u; print(u.find_spec('shopipe_devstack'))"
+    for kind in ("receiver", "worker", "operator"):
+        image = f"{REGISTRY}/shopipe-{kind}:{VERSION}"
+        proc = podman("run", "--rm", "--network", "none", *ULIMITS, "--entrypoint", "python",
+                      image, "-c", probe)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "None", f"{kind}: {proc.stdout}"

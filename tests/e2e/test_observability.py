@@ -25,11 +25,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from shopipe.address import fmt
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack, prometheus
-from shopipe.devstack.info import fmt
-from shopipe.devstack.procs import ProcessTable
+from shopipe_devstack import Stack, prometheus
+from shopipe_devstack.procs import ProcessTable
 
 from tests.conftest import _new_stack
 from tests.e2e.pipeline import Pipeline, exactly_once, until

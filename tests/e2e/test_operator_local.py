@@ -17,17 +17,18 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from shopipe.address import fmt
 from shopipe.buffer import Buffer
 from shopipe.config import OperatorSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import StackInfo, fmt
-from shopipe.devstack.redis import client, redis_binary
-from shopipe.devstack.services import Service, services, spawn_service, wait_healthy
-from shopipe.devstack.state import free_ports
 from shopipe.segment import Record, encode, incoming_key, new_name, record_id
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.shopify import WebhookHeaders, sample
 from shopipe.stream import announce, ensure_group
+from shopipe_devstack import Stack
+from shopipe_devstack.info import StackInfo
+from shopipe_devstack.redis import client, redis_binary
+from shopipe_devstack.services import Service, services, spawn_service, wait_healthy
+from shopipe_devstack.state import free_ports
 from shopipe_receiver.sender import signed_headers
 
 pytestmark = pytest.mark.e2e
@@ -164,7 +165,7 @@ async def test_graceful_failover_idle_pods_left_alone_the_pinned_one_restarted(
 
     # Graceful: the old master stays up as a replica, every connection to it stays open.
     with client(stack.info.sentinels[0], None) as s:
-        s.execute_command("SENTINEL", "FAILOVER", stack.info.master_name)
+        s.sentinel_failover(stack.info.master_name)
     new = fmt(await asyncio.to_thread(stack.wait_failover, old, 30.0))
     await until("the idle receiver reports the new master", lambda: _reports(receiver, new), 10)
     await until("the idle worker reports the new master", lambda: _reports(idle, new), 10)

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from shopipe.devstack import Stack
-from shopipe.devstack.slowproxy import SlowProxy
 from shopipe.metrics import REGISTRY
+from shopipe_devstack import Stack
+from shopipe_devstack.slowproxy import SlowProxy
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import running
 

@@ -26,10 +26,10 @@ import pytest_asyncio
 from shopipe import segment
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.state import StackError, free_ports
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.stream import announce
+from shopipe_devstack import Stack
+from shopipe_devstack.state import StackError, free_ports
 
 from tests.e2e.pipeline import DRILL_WORKER_ENV, synced_replica
 from tests.worker_kit import wait_for

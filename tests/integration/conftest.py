@@ -8,7 +8,7 @@ from contextlib import closing
 import pytest_asyncio
 from shopipe.buffer import Buffer
 from shopipe.config import CommonSettings, load_settings
-from shopipe.devstack import Stack
+from shopipe_devstack import Stack
 
 
 @pytest_asyncio.fixture

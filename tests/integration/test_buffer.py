@@ -15,8 +15,8 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import CommonSettings, load_settings
-from shopipe.devstack import Stack
 from shopipe.errors import StorageError, StorageUnavailable
+from shopipe_devstack import Stack
 
 pytestmark = pytest.mark.integration
 

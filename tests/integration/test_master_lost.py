@@ -11,9 +11,9 @@ import pytest
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from shopipe import segment
-from shopipe.devstack import Stack
 from shopipe.errors import RedisUnavailable
 from shopipe.sentinel import MasterClient, RedisTarget, client, master_lost
+from shopipe_devstack import Stack
 
 from tests.worker_kit import Kit, headers, kit, wait_for
 

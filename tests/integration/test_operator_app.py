@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from shopipe.address import fmt
 from shopipe.config import OperatorSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
+from shopipe_devstack import Stack
 from shopipe_operator.app import Operator
 from shopipe_operator.backends.kubernetes import KubernetesBackend
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from shopipe.address import Address, fmt
 from shopipe.config import OperatorSettings, Secret, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
-from shopipe.devstack.redis import client as redis_client
-from shopipe.devstack.services import Service, spawn_service, wait_healthy
-from shopipe.sentinel import Address, RedisTarget
+from shopipe.sentinel import RedisTarget
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client as redis_client
+from shopipe_devstack.services import Service, spawn_service, wait_healthy
 from shopipe_operator.app import make_elector
 from shopipe_operator.backends.kubernetes import KubernetesBackend
 from shopipe_operator.backlog import Backlog, BacklogProbe
@@ -477,7 +477,7 @@ async def test_real_stack_graceful_failover_evicts_only_the_pod_on_the_old_maste
         assert evicted(kube) == []
         # Graceful: the old master stays up as a replica, connections to it stay open.
         with redis_client(stack.info.sentinels[0], None) as r:
-            r.execute_command("SENTINEL", "FAILOVER", stack.info.master_name)
+            r.sentinel_failover(stack.info.master_name)
         new = fmt(await asyncio.to_thread(stack.wait_failover, old_addr, 30.0))
         await reconciled_until("worker-1 evicted", lambda: evicted(kube) == ["worker-1"], 60)
         # Well past the grace period: the idle pods follow the new master and stay.

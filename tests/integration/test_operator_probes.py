@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import redis
+from shopipe.address import fmt
 from shopipe.backlog import stream_backlog
 from shopipe.config import OperatorSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.info import fmt
 from shopipe.sentinel import RedisTarget
+from shopipe_devstack import Stack
 from shopipe_operator.master import MasterWatch
 from shopipe_operator.stale import probe_pods
 

@@ -18,9 +18,9 @@ import pytest_asyncio
 from shopipe import segment
 from shopipe.buffer import Buffer
 from shopipe.config import ReceiverSettings
-from shopipe.devstack import Stack
 from shopipe.metrics import REGISTRY
 from shopipe.sentinel import MasterClient, RedisTarget
+from shopipe_devstack import Stack
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
 

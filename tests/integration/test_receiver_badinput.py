@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from shopipe import segment, shopify
 from shopipe.buffer import Buffer
-from shopipe.devstack import Stack
+from shopipe_devstack import Stack
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
 

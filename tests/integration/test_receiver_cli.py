@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
-from shopipe.devstack import Stack
-from shopipe.devstack.state import free_ports
+from shopipe_devstack import Stack, services
+from shopipe_devstack.state import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +91,53 @@ def test_receiver_process_accepts_what_send_sends_and_stops_on_sigterm(stack: St
     assert "every open segment written" in text
     assert SECRET not in text
     assert '"outcome":"accepted"' in text  # JSON access lines
+
+
+def _dev_env(state_dir: Path) -> dict[str, str]:
+    """What `eval "$(shopipe dev env)"` sets: the shell's environment, its SHOPIPE_* replaced."""
+    out = subprocess.run(
+        [sys.executable, "-m", "shopipe", "dev", "env", "--state-dir", str(state_dir)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
+    for line in out.splitlines():
+        name, _, value = shlex.split(line.removeprefix("export "))[0].partition("=")
+        env[name] = value
+    return env
+
+
+def test_send_and_backlog_beside_the_dev_stack_take_their_settings_from_dev_env(
+    stack: Stack,
+) -> None:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
+    alone = subprocess.run(
+        [sys.executable, "-m", "shopipe", "send", "orders/create", "--quiet"],
+        capture_output=True, text=True, timeout=60, env=bare, cwd=stack.info.state_dir.parent,
+        check=False,
+    )  # fmt: skip
+    # The CLI never reads the stack's files: with nothing set it says what to set.
+    assert alone.returncode == 2
+    assert "shopipe dev env" in alone.stderr
+    tag = uuid.uuid4().hex
+    stream = {"SHOPIPE_STREAM": f"test:{tag}"}  # the shared stack's stream stays untouched
+    receiver = services.spawn_service(
+        stack.table, stack.info, "receiver", f"receiver-{tag}", extra_env=stream
+    )
+    try:
+        services.wait_healthy(stack.table, receiver, stack.info.bind)
+        env = {**_dev_env(stack.info.state_dir), **stream}
+        assert env["SHOPIPE_WEBHOOK_URL"] == receiver.url(stack.info.bind, "/webhooks/shopify")
+        sent = subprocess.run(
+            [sys.executable, "-m", "shopipe", "send", "orders/create", "--count", "3", "--quiet"],
+            capture_output=True, text=True, timeout=60, env=env, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "200 x 3" in sent.stdout
+        backlog = subprocess.run(
+            [sys.executable, "-m", "shopipe", "backlog", "--json"],
+            capture_output=True, text=True, timeout=60, env=env, check=False,
+        )  # fmt: skip
+        assert backlog.returncode == 0, backlog.stderr
+        assert "stream_length" in backlog.stdout
+    finally:
+        stack.table.stop(receiver.name)

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from shopipe import segment
 from shopipe.buffer import Buffer
-from shopipe.devstack import Stack
 from shopipe.metrics import REGISTRY
+from shopipe_devstack import Stack
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import running
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shopipe import segment, shopify
 from shopipe.config import ReceiverSettings, load_settings
-from shopipe.devstack import Stack
+from shopipe_devstack import Stack
 from shopipe_receiver.server import running
 
 # One worker runs the module, so its module-scoped receiver is started once.

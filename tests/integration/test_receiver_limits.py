@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from shopipe.devstack import Stack
 from shopipe.metrics import REGISTRY
+from shopipe_devstack import Stack
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.redis import RedisNode, client, valkey_binary
-from shopipe.devstack.sentinels import Sentinels
-from shopipe.devstack.state import free_ports
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.redis import RedisNode, client, valkey_binary
+from shopipe_devstack.sentinels import Sentinels
+from shopipe_devstack.state import free_ports
 
 pytestmark = pytest.mark.integration
 

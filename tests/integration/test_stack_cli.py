@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from shopipe.devstack import Ports, ProcessTable, Stack, StackError, StackInfo
-from shopipe.devstack.procs import ledger_survivors
+from shopipe_devstack import Ports, ProcessTable, Stack, StackError, StackInfo
+from shopipe_devstack.records import ledger_survivors
 
 pytestmark = pytest.mark.integration
 
@@ -178,8 +178,8 @@ def test_a_component_that_cannot_start_is_named_with_its_log(stack_dir: Path) ->
 def test_a_free_port_taken_before_the_server_binds_it_is_replaced(
     stack_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shopipe.devstack.stack as stack_module
-    from shopipe.devstack.state import free_ports as real
+    import shopipe_devstack.stack as stack_module
+    from shopipe_devstack.state import free_ports as real
 
     calls: list[int] = []
     with socket.socket() as taken:

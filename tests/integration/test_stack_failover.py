@@ -12,11 +12,12 @@ import pytest
 import redis
 import redis.asyncio
 from redis.asyncio.sentinel import Sentinel
+from shopipe.address import Address
 from shopipe.backlog import stream_backlog
 from shopipe.buffer import Buffer
 from shopipe.config import OperatorSettings, load_settings
-from shopipe.devstack import Stack
-from shopipe.devstack.redis import Address, client
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client
 from shopipe_operator.backlog import BacklogProbe
 from shopipe_operator.scaling import ScalePolicy, Scaler
 
@@ -35,8 +36,7 @@ async def test_killing_the_master_promotes_the_replica(make_stack: Callable[...,
     assert replica in replicas
     for s in info.sentinels:
         with client(s, None) as r:
-            got = r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", info.master_name)
-        assert (got[0], int(got[1])) == replica
+            assert r.sentinel_get_master_addr_by_name(info.master_name) == replica
 
     # A Sentinel-aware client finds and writes to the new master.
     sentinel = Sentinel(list(info.sentinels), socket_timeout=1.0)
@@ -52,7 +52,7 @@ async def test_killing_the_master_promotes_the_replica(make_stack: Callable[...,
         for conn in sentinel.sentinels:
             await conn.aclose()
     with client(replica, info.redis_password) as r:
-        assert r.execute_command("ROLE")[0] == "master"
+        assert r.role()[0] == "master"
         assert r.get(key) == "after-failover"
 
     # The killed node comes back as a replica of the new master and catches up.
@@ -61,7 +61,7 @@ async def test_killing_the_master_promotes_the_replica(make_stack: Callable[...,
         deadline = time.monotonic() + 15
         while r.get(key) != "after-failover" and time.monotonic() < deadline:
             time.sleep(0.05)
-        role = r.execute_command("ROLE")
+        role = r.role()
         assert role[0] == "slave"
         assert (role[1], int(role[2])) == replica
         assert r.get(key) == "after-failover"

@@ -10,9 +10,8 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.sentinel import Sentinel
-from shopipe.devstack import Stack
-from shopipe.devstack.redis import client
-from shopipe.devstack.sentinels import _pairs
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +48,7 @@ async def test_write_via_sentinel_master_is_read_back_from_the_replica(stack: St
             await asyncio.sleep(0.02)
             got = await replica.get(key)
         assert got == value
-        assert (await replica.execute_command("ROLE"))[0] == "slave"
+        assert (await replica.role())[0] == "slave"
     finally:
         await replica.aclose()
 
@@ -69,12 +68,11 @@ def test_redis_is_configured_as_in_production(stack: Stack) -> None:
             assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
             assert r.config_get("bind")["bind"] == info.bind
     with client(info.sentinels[0], None) as s:
-        raw = s.execute_command("SENTINEL", "MASTER", info.master_name)
-        fields = _pairs(raw)
-    assert fields["quorum"] == "2"
-    assert fields["down-after-milliseconds"] == str(info.sentinel_down_after_ms)
-    assert fields["failover-timeout"] == str(info.failover_timeout_ms)
-    assert fields["parallel-syncs"] == "1"
+        fields = s.sentinel_master(info.master_name)
+    assert fields["quorum"] == 2
+    assert fields["down-after-milliseconds"] == info.sentinel_down_after_ms
+    assert fields["failover-timeout"] == info.failover_timeout_ms
+    assert fields["parallel-syncs"] == 1
     assert stack.current_master() == info.redis_nodes[0]
 
 

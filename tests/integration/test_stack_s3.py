@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from shopipe.devstack import Stack
-from shopipe.devstack.seaweed import s3_client
+from shopipe_devstack import Stack
+from shopipe_devstack.seaweed import s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

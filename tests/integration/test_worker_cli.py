@@ -14,9 +14,9 @@ import pytest_asyncio
 from shopipe import segment
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack import Stack
 from shopipe.sentinel import MasterClient, RedisTarget
 from shopipe.stream import Keys, announce, ensure_group
+from shopipe_devstack import Stack
 from shopipe_worker.deadletter import Document
 from shopipe_worker.events import Event
 

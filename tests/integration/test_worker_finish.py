@@ -15,13 +15,13 @@ import pytest
 import pytest_asyncio
 from shopipe import segment
 from shopipe.config import WorkerSettings
-from shopipe.devstack import Stack
-from shopipe.devstack.redis import client, valkey_binary
 from shopipe.errors import TransientError
 from shopipe.metrics import REGISTRY
 from shopipe.sentinel import MasterClient, replicas_to_wait_for
 from shopipe.sentinel import client as client_of
 from shopipe.stream import ensure_group
+from shopipe_devstack import Stack
+from shopipe_devstack.redis import client, valkey_binary
 from shopipe_worker import streamops
 from shopipe_worker.finisher import Finisher
 

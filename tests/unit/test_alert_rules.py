@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from shopipe.devstack.prometheus import chart_rules, duration_ms, scale_rules
+from shopipe_devstack.prometheus import chart_rules, duration_ms, scale_rules
 
 pytestmark = pytest.mark.unit
 

@@ -8,19 +8,21 @@ from typing import Any
 import pytest
 from shopipe.config import (
     CommonSettings,
-    DevSettings,
     OperatorSettings,
     ReceiverSettings,
     Secret,
+    SendSettings,
     WorkerSettings,
+    all_settings,
     known_names,
     load_settings,
 )
 from shopipe.errors import ConfigError, PermanentError
+from shopipe_devstack.settings import DevSettings
 
 pytestmark = pytest.mark.unit
 
-ALL = [ReceiverSettings, WorkerSettings, OperatorSettings, DevSettings]
+ALL = [ReceiverSettings, WorkerSettings, OperatorSettings, SendSettings, DevSettings]
 BASE = {
     "SHOPIPE_S3_BUCKET": "shopipe",
     "SHOPIPE_S3_ACCESS_KEY": "AKIDEXAMPLE",
@@ -122,3 +124,10 @@ def test_done_markers_outlive_shopifys_retry_window() -> None:
     assert load_settings(WorkerSettings, {**BASE, "SHOPIPE_DEDUP_TTL_SECONDS": floor})
     with pytest.raises(ConfigError, match="SHOPIPE_DEDUP_TTL_SECONDS: must be at least"):
         load_settings(WorkerSettings, {**BASE, "SHOPIPE_DEDUP_TTL_SECONDS": str(4 * 3600)})
+
+
+def test_the_dev_stacks_settings_are_known_through_its_entry_point_only() -> None:
+    # Installed here (make installs the dev stack): known, documented; core never imports it.
+    assert DevSettings in all_settings()
+    assert "SHOPIPE_STATE_DIR" in known_names()
+    assert "state_dir" not in {f.name for f in dataclasses.fields(OperatorSettings)}

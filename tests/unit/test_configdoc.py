@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from shopipe.config import DevSettings, OperatorSettings, ReceiverSettings, WorkerSettings
+from shopipe.config import all_settings
 from shopipe.configdoc import markdown
 
 pytestmark = pytest.mark.unit
@@ -18,7 +18,7 @@ def test_configuration_doc_is_current() -> None:
     assert doc == markdown(), "run: shopipe config docs > docs/configuration.md"
 
 
-@pytest.mark.parametrize("cls", [ReceiverSettings, WorkerSettings, OperatorSettings, DevSettings])
+@pytest.mark.parametrize("cls", all_settings())
 def test_every_duration_size_and_count_field_names_its_unit(cls: type) -> None:
     for field in dataclasses.fields(cls):
         assert field.metadata.get("help"), f"{field.name} has no help"

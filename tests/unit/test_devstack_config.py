@@ -18,16 +18,16 @@ from shopipe.config import (
     known_names,
     load_settings,
 )
-from shopipe.devstack import StackInfo
-from shopipe.devstack.cli import cmd_down, cmd_up
-from shopipe.devstack.info import load_secrets
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.redis import RedisNode, shared_config
-from shopipe.devstack.seaweed import WeedPorts
-from shopipe.devstack.sentinels import Sentinels
-from shopipe.devstack.services import service_env
-from shopipe.devstack.state import free_ports, read_or_create_secret
 from shopipe.errors import ConfigError
+from shopipe_devstack import StackInfo
+from shopipe_devstack.cli import cmd_down, cmd_up
+from shopipe_devstack.info import load_secrets
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.redis import RedisNode, shared_config
+from shopipe_devstack.seaweed import WeedPorts
+from shopipe_devstack.sentinels import Sentinels
+from shopipe_devstack.services import service_env
+from shopipe_devstack.state import free_ports, read_or_create_secret
 
 pytestmark = pytest.mark.unit
 
@@ -187,7 +187,7 @@ def test_dev_without_subcommand_is_up_and_flags_survive_the_subcommand() -> None
 
 
 def test_bad_port_list_is_a_config_error(tmp_path: Path) -> None:
-    from shopipe.devstack.cli import _ports
+    from shopipe_devstack.cli import _ports
 
     assert _ports("", 2, "--redis-ports") == (0, 0)
     assert _ports("7000,7001", 2, "--redis-ports") == (7000, 7001)

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from shopipe.devstack.procs import ProcessTable, ProcRecord, is_ours, ledger_survivors
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.records import ProcRecord, is_ours, ledger_survivors
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +90,7 @@ def test_another_process_can_stop_what_this_one_started(stack_dir: Path) -> None
     table = ProcessTable(stack_dir)
     pid = table.spawn("sleeper", SLEEPER)
     code = (
-        "import sys; from pathlib import Path; from shopipe.devstack.procs import ProcessTable; "
+        "import sys; from pathlib import Path; from shopipe_devstack.procs import ProcessTable; "
         "t = ProcessTable(Path(sys.argv[1])); assert [r.name for r in t.records()] == "
         "['sleeper']; t.stop('sleeper', 5)"
     )

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.supervisor import Backoff, Supervisor
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.supervisor import Backoff, Supervisor
 
 pytestmark = pytest.mark.unit
 

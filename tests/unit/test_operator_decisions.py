@@ -6,10 +6,10 @@ import pytest
 from shopipe import segment
 from shopipe.buffer import ObjectInfo
 from shopipe.errors import StorageUnavailable
+from shopipe.sentinel import connection_name, majority, parse_connection_name
 from shopipe_operator.backlog import BacklogProbe
-from shopipe_operator.master import majority
 from shopipe_operator.scaling import ScalePolicy, Scaler
-from shopipe_operator.stale import PodSeen, StaleTracker, parse_client_list, pod_of_connection
+from shopipe_operator.stale import PodSeen, StaleTracker, pod_of_connection
 
 pytestmark = pytest.mark.unit
 
@@ -143,15 +143,21 @@ def test_master_needs_a_majority_of_configured_sentinels(answers, configured, wa
 
 
 def test_connection_names_map_to_pods_except_the_operators() -> None:
-    text = (
-        "id=3 addr=127.0.0.1:5 name=shopipe:worker:worker-1 db=0\n"
-        "id=4 addr=127.0.0.1:6 name= db=0\n"
-        "id=5 addr=127.0.0.1:7 name=shopipe:operator:op db=0\n"
-        "id=6 addr=127.0.0.1:8 name=shopipe:receiver:recv-0 db=0\n"
-        "id=7 addr=127.0.0.1:9 name=other db=0\n"
-    )
-    pods = [pod_of_connection(n) for n in parse_client_list(text)]
+    names = [
+        connection_name("worker", "worker-1"),
+        "",
+        connection_name("operator", "op"),
+        connection_name("receiver", "recv-0"),
+        "other",
+        "shopipe:worker:",
+    ]
+    pods = [pod_of_connection(n) for n in names]
     assert [p for p in pods if p] == ["worker-1", "recv-0"]
+
+
+def test_a_connection_name_parses_back_to_its_role_and_pod() -> None:
+    assert parse_connection_name(connection_name("worker", "w-1:x")) == ("worker", "w-1:x")
+    assert parse_connection_name("redis:worker:w-1") is None
 
 
 class CountingLister:

@@ -2,7 +2,11 @@
 
 Each entry point in the ``shopipe.commands`` group is a ``register(subparsers)`` function that
 adds subcommands whose ``func(args) -> int`` is set with ``set_defaults(func=...)``. Loading them
-by entry point keeps core free of service imports.
+by entry point keeps core free of service imports (the dev stack's ``dev`` comes so too).
+
+An entry point is named after the first subcommand it adds. ``shopipe NAME ...`` loads only the
+entry point NAME when there is one, so that ``shopipe receiver`` imports nothing of the worker,
+the operator or the dev stack; any other command line (``--help``, ``send``) loads them all.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from shopipe.errors import ConfigError, PermanentError
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-CORE_COMMANDS = ("shopipe.devstack.cli:register", "shopipe.configdoc:register")
+CORE_COMMANDS = ("shopipe.configdoc:register",)
 
 
 class BrokenCommand(PermanentError):
@@ -32,22 +36,31 @@ def _load(spec: str) -> Register:
     return fn
 
 
-def _registers() -> list[tuple[str, Callable[[], Register]]]:
+def _registers(command: str | None) -> list[tuple[str, Callable[[], Register]]]:
+    found = sorted(entry_points(group="shopipe.commands"), key=lambda e: e.name)
+    named = [ep for ep in found if ep.name == command]
+    if named:
+        return [(f"entry point {ep.name} = {ep.value}", ep.load) for ep in named]
     out: list[tuple[str, Callable[[], Register]]] = [
         (spec, functools.partial(_load, spec)) for spec in CORE_COMMANDS
     ]
-    for ep in sorted(entry_points(group="shopipe.commands"), key=lambda e: e.name):
-        out.append((f"entry point {ep.name} = {ep.value}", ep.load))
+    out += [(f"entry point {ep.name} = {ep.value}", ep.load) for ep in found]
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line: its first word not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for ``argv``: with every command when ``argv`` names none we can load alone."""
     parser = argparse.ArgumentParser(
         prog="shopipe", description="A Shopify webhook pipeline that never loses a webhook."
     )
     parser.add_argument("--version", action="version", version=f"shopipe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, load in _registers():
+    for name, load in _registers(_command(argv)):
         try:
             register = load()
         except ModuleNotFoundError as e:
@@ -58,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
     except BrokenCommand as e:
         print(e, file=sys.stderr)
         return 1

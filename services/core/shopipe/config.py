@@ -9,9 +9,11 @@ another service are accepted, because one ConfigMap often feeds every shopipe po
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import TypeVar
 
 from shopipe.envparse import Secret, describe, load, names, setting
@@ -24,11 +26,12 @@ MIN_DEDUP_TTL_SECONDS = RETRY_WINDOW_SECONDS + 3600
 
 __all__ = [
     "CommonSettings",
-    "DevSettings",
     "OperatorSettings",
     "ReceiverSettings",
     "Secret",
+    "SendSettings",
     "WorkerSettings",
+    "all_settings",
     "describe",
     "known_names",
     "load_settings",
@@ -268,7 +271,11 @@ class WorkerSettings(CommonSettings):
 @dataclasses.dataclass(frozen=True)
 class OperatorSettings(CommonSettings):
     http_port: int = setting(9091, unit="port", minimum=0, help="Operator HTTP port.")
-    backend: str = setting("kubernetes", help="What to act on.", choices=("kubernetes", "local"))
+    backend: str = setting(
+        "kubernetes",
+        help="What to act on: a backend of the shopipe.operator_backends entry points "
+        "(kubernetes; the dev stack adds local).",
+    )
     namespace: str = setting("default", help="Namespace of the shopipe workloads.")
     worker_deployment: str = setting("shopipe-worker", help="Worker Deployment to scale.")
     pod_selector: str = setting(
@@ -303,25 +310,37 @@ class OperatorSettings(CommonSettings):
     lease_seconds: float = setting(
         15.0, unit="seconds", minimum=1, help="Lease duration; renewed at a third of it."
     )
-    state_dir: str = setting(".shopipe", help="Local backend: the dev stack's state directory.")
 
 
 @dataclasses.dataclass(frozen=True)
-class DevSettings:
-    """`shopipe dev` options that may come from the environment (flags override)."""
+class SendSettings:
+    """`shopipe send`, a client: where to send and what to sign with, when no flag says."""
 
-    state_dir: str = setting(".shopipe", help="Directory of the local stack's state and logs.")
-    dev_bind: str = setting("127.0.0.1", help="Address the local stack binds (loopback).")
+    webhook_url: str = setting(
+        "",
+        help="URL `shopipe send` posts to without --url (`shopipe dev env` sets the dev stack's).",
+    )
+    shopify_secrets: tuple[Secret, ...] = setting(
+        (), help="Shopify app client secrets, comma separated; `shopipe send` signs with the first."
+    )
 
 
 S = TypeVar("S")
 
-_ALL = (ReceiverSettings, WorkerSettings, OperatorSettings, DevSettings)
+_CORE: tuple[type, ...] = (ReceiverSettings, WorkerSettings, OperatorSettings, SendSettings)
+
+
+@functools.cache
+def all_settings() -> tuple[type, ...]:
+    """Core's settings classes, then those of installed add-ons (the dev stack's) found in the
+    ``shopipe.settings`` entry point group: known where installed, refused where not."""
+    found = sorted(entry_points(group="shopipe.settings"), key=lambda e: e.name)
+    return _CORE + tuple(ep.load() for ep in found)
 
 
 def known_names() -> set[str]:
     out: set[str] = set()
-    for cls in _ALL:
+    for cls in all_settings():
         out |= names(cls)
     return out
 
@@ -332,4 +351,4 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
 
 
 def describe_all() -> dict[str, list[dict[str, str]]]:
-    return {cls.__name__: describe(cls) for cls in _ALL}
+    return {cls.__name__: describe(cls) for cls in all_settings()}

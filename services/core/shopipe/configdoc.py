@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from shopipe.config import (
-    DevSettings,
-    OperatorSettings,
-    ReceiverSettings,
-    WorkerSettings,
-    describe_all,
-    load_settings,
-)
+from shopipe.config import all_settings, describe_all, load_settings
 
-SERVICES: dict[str, type] = {
-    "receiver": ReceiverSettings,
-    "worker": WorkerSettings,
-    "operator": OperatorSettings,
-    "dev": DevSettings,
-}
+
+def services() -> dict[str, type]:
+    """``receiver`` -> ReceiverSettings, ...; the dev stack's ``dev`` where it is installed."""
+    return {cls.__name__.removesuffix("Settings").lower(): cls for cls in all_settings()}
+
 
 HEADER = """# Configuration
 
@@ -53,7 +45,7 @@ def _docs(_: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings: object = load_settings(SERVICES[args.service])
+    settings: object = load_settings(services()[args.service])
     print(f"{args.service}: configuration valid ({type(settings).__name__})")
     return 0
 
@@ -63,5 +55,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inner = p.add_subparsers(dest="config_command", required=True)
     inner.add_parser("docs", help="print docs/configuration.md").set_defaults(func=_docs)
     check = inner.add_parser("check", help="validate this environment for a service")
-    check.add_argument("service", choices=sorted(SERVICES))
+    check.add_argument("service", choices=sorted(services()))
     check.set_defaults(func=_check)

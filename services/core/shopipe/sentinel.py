@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -21,6 +21,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from shopipe.address import Address, fmt, parse_address
+from shopipe.backoff import Backoff
 from shopipe.config import CommonSettings
 from shopipe.errors import ConfigError, RedisUnavailable
 from shopipe.logs import get_logger
@@ -28,7 +30,6 @@ from shopipe.metrics import count_reconnect, set_master
 
 log = get_logger(__name__)
 T = TypeVar("T")
-Address = tuple[str, int]
 
 # Errors after which the master may have moved: resolve again and retry. By class, because
 # redis-py strips the code from the message (``ReadOnlyError("You can't write against a read
@@ -49,6 +50,25 @@ _CODES = ("NOREPLICAS", "MASTERDOWN", "READONLY", "LOADING")
 _IN_PIPELINE = "of pipeline caused error: "
 
 
+# Every process names its master connection so (CLIENT SETNAME): the operator finds a pod's
+# connections left on a demoted master by this name (shopipe_operator.stale).
+CONNECTION_PREFIX = "shopipe"
+
+
+def connection_name(role: str, pod: str) -> str:
+    """``shopipe:<role>:<pod>``, e.g. ``shopipe:worker:shopipe-worker-7d9-x2k``."""
+    return f"{CONNECTION_PREFIX}:{role}:{pod}"
+
+
+def parse_connection_name(name: str) -> tuple[str, str] | None:
+    """``shopipe:<role>:<pod>`` -> (role, pod); None for a name shopipe did not give."""
+    prefix, _, rest = name.partition(":")
+    role, _, pod = rest.partition(":")
+    if prefix != CONNECTION_PREFIX or not role or not pod:
+        return None
+    return role, pod
+
+
 def master_lost(e: BaseException) -> bool:
     """True when ``e`` says the connection reaches no usable master (cut, demoted, loading,
     refusing writes for want of replicas), so the master must be resolved again; False for an
@@ -65,17 +85,6 @@ def master_lost(e: BaseException) -> bool:
         reply = str(e).rpartition(_IN_PIPELINE)[2].lstrip("('\"")
         return reply.startswith(_CODES)
     return False
-
-
-def parse_address(text: str) -> Address:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"bad address {text!r}: expected host:port")
-    return host.strip("[]"), int(port)
-
-
-def fmt(addr: Address) -> str:
-    return f"{addr[0]}:{addr[1]}"
 
 
 @dataclass(frozen=True)
@@ -125,19 +134,38 @@ def client(addr: Address, password: str | None, timeout: float, **kw: object) ->
     )
 
 
-async def _ask_one(target: RedisTarget, sentinel: Address) -> Address | None:
-    r = client(sentinel, target.sentinel_password, target.timeout)
+async def ask_once(
+    addr: Address, password: str | None, wait: float, fn: Callable[[Redis], Awaitable[T]]
+) -> T | None:
+    """``fn`` on a connection of its own to ``addr``, closed after: one question to one Sentinel
+    or Redis server. None when it did not answer within ``wait`` s (down, cut off, refusing)."""
+    r = client(addr, password, wait, decode_responses=True)
     try:
-        reply = await r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master_name)
+        return await fn(r)
     except (rex.RedisError, OSError):
         return None
     finally:
         await r.aclose()
-    if not reply:
-        return None
-    host, port = reply[0], reply[1]
-    host = host.decode() if isinstance(host, bytes) else str(host)
-    return host, int(port)
+
+
+async def _ask_one(target: RedisTarget, sentinel: Address) -> Address | None:
+    async def ask(r: Redis) -> Address | None:
+        got = await r.sentinel_get_master_addr_by_name(target.master_name)
+        return (str(got[0]), int(got[1])) if isinstance(got, tuple) else None
+
+    return await ask_once(sentinel, target.sentinel_password, target.timeout, ask)
+
+
+def majority(answers: Mapping[Address, Address | None], configured: int) -> Address | None:
+    """The address named by more than half of ``configured`` Sentinels, else None.
+
+    One Sentinel can be partitioned away or misconfigured: silent ones count against, so a
+    minority's word is never taken for the master."""
+    votes = Counter(a for a in answers.values() if a is not None)
+    for addr, n in votes.most_common():
+        if n * 2 > configured:
+            return addr
+    return None
 
 
 async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
@@ -148,20 +176,19 @@ async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
 
 async def _view_of(target: RedisTarget, sentinel: Address) -> tuple[Address, int] | None:
     """The master ``sentinel`` names, and how many of its replicas it does not hold for down."""
-    r = client(sentinel, target.sentinel_password, target.timeout)
-    try:
+
+    async def view(r: Redis) -> tuple[Address, int]:
         master: Any = await r.sentinel_master(target.master_name)  # a dict, typed loosely
         replicas = await r.sentinel_slaves(target.master_name)
-    except (rex.RedisError, OSError):
-        return None
-    finally:
-        await r.aclose()
-    # "Disconnected" counts: it says only that the Sentinel's own link is down, and a promotion
-    # kills every normal client of the promoted replica, the Sentinels' links included. Left
-    # out, the replica being promoted dropped from the count for that moment, and a WAIT on
-    # the old master met by the other replica alone lost writes (the demotion test's).
-    up = sum(not (x["is_sdown"] or x["is_odown"]) for x in replicas)
-    return (str(master["ip"]), int(master["port"])), up
+        # "Disconnected" counts: it says only that the Sentinel's own link is down, and a
+        # promotion kills every normal client of the promoted replica, the Sentinels' links
+        # included. Left out, the replica being promoted dropped from the count for that
+        # moment, and a WAIT on the old master met by the other replica alone lost writes
+        # (the demotion test's).
+        up = sum(not (x["is_sdown"] or x["is_odown"]) for x in replicas)
+        return (str(master["ip"]), int(master["port"])), up
+
+    return await ask_once(sentinel, target.sentinel_password, target.timeout, view)
 
 
 async def replicas_to_wait_for(target: RedisTarget, master: Address) -> int | None:
@@ -188,15 +215,12 @@ async def replicas_to_wait_for(target: RedisTarget, master: Address) -> int | No
 
 
 async def role_of(addr: Address, password: str | None, wait: float) -> str | None:
-    r = client(addr, password, wait)
-    try:
-        reply = await r.execute_command("ROLE")
-    except (rex.RedisError, OSError):
-        return None
-    finally:
-        await r.aclose()
-    role = reply[0]
-    return role.decode() if isinstance(role, bytes) else str(role)
+    """``master``, ``slave`` or ``sentinel`` (ROLE's first field); None without an answer."""
+
+    async def role(r: Redis) -> str:
+        return str((await r.role())[0])
+
+    return await ask_once(addr, password, wait, role)
 
 
 async def resolve_master(target: RedisTarget) -> Address:
@@ -222,7 +246,7 @@ class MasterClient:
     def __init__(self, target: RedisTarget, *, service: str, pod: str) -> None:
         self.target = target
         self.service = service
-        self.name = f"shopipe:{service}:{pod}"
+        self.name = connection_name(service, pod)
         # The master the connection in use talks to; None while there is none (not connected
         # yet, or resolving again after a failover): /status reports it, the operator reads it.
         # A fixed address (no Sentinel) is the one master such a process ever uses: it stays.
@@ -292,7 +316,8 @@ class MasterClient:
     ) -> tuple[T, int]:
         """``call``, also returning the epoch of the connection ``fn`` succeeded on."""
         end = time.monotonic() + deadline
-        delay = 0.05
+        # Full jitter: many pods must not stampede the new master together.
+        delays = Backoff(0.05, 1.0)
         while True:
             r: Redis | None = None
             try:
@@ -310,9 +335,7 @@ class MasterClient:
             left = end - time.monotonic()
             if left <= 0:
                 raise RedisUnavailable(f"redis: {type(err).__name__}") from err
-            # Full jitter: many pods must not stampede the new master together.
-            await asyncio.sleep(min(left, random.uniform(0, delay)))
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(min(left, delays.wait()))
 
     async def check(self) -> None:
         """Move to the master the Sentinels name when it is not the one in use, and connect

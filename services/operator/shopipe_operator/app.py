@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from importlib.metadata import entry_points
 from typing import Any
 
 from shopipe.buffer import Buffer
@@ -25,19 +26,25 @@ log = get_logger(__name__)
 SERVICE = "operator"
 
 
-def make_backend(settings: OperatorSettings, api_client: Any | None = None) -> Backend:
-    if settings.backend == "local":
-        from shopipe_operator.backends.local import LocalBackend
+BACKENDS = "shopipe.operator_backends"
 
-        return LocalBackend(settings)
-    from shopipe_operator.backends.kubernetes import KubernetesBackend
 
-    return KubernetesBackend(settings, api_client)
+def make_backend(settings: OperatorSettings) -> Backend:
+    """The backend named by SHOPIPE_BACKEND, found by entry point (the dev stack adds ``local``
+    where it is installed: the operator never imports it)."""
+    found = {ep.name: ep for ep in entry_points(group=BACKENDS)}
+    if settings.backend not in found:
+        names = ", ".join(sorted(found)) or "none"
+        raise ConfigError(
+            f"SHOPIPE_BACKEND: no backend {settings.backend!r} installed (installed: {names})"
+        )
+    backend: Backend = found[settings.backend].load()(settings)
+    return backend
 
 
 def make_elector(settings: OperatorSettings, backend: Backend) -> Elector:
     # Dry-run writes nothing, the Lease included: it must never displace the real operator.
-    if settings.backend == "local" or settings.dry_run or not settings.leader_election:
+    if not backend.leader_election or settings.dry_run or not settings.leader_election:
         return AlwaysLeader()
     api_client = getattr(backend, "api_client", None)
     return LeaseElector(

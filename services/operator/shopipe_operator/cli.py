@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Settings come from SHOPIPE_* variables (see `shopipe config`).",
     )
     p.add_argument("--dry-run", action="store_true", help="decide and log, change nothing")
-    p.add_argument("--backend", choices=("kubernetes", "local"), help="override SHOPIPE_BACKEND")
+    p.add_argument("--backend", help="override SHOPIPE_BACKEND (kubernetes; the dev stack: local)")
     p.set_defaults(func=main)
 
 

@@ -18,10 +18,11 @@ from typing import Any
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from shopipe import metrics as core_metrics
+from shopipe.address import Address, fmt
 from shopipe.config import OperatorSettings
 from shopipe.errors import ShopipeError
 from shopipe.logs import get_logger
-from shopipe.sentinel import Address, RedisTarget, client, fmt
+from shopipe.sentinel import RedisTarget, client, connection_name
 
 from shopipe_operator import metrics, redismem
 from shopipe_operator.backends.base import Backend, Pod
@@ -80,7 +81,7 @@ class Reconciler:
                 addr,
                 self.target.password,
                 self.target.timeout,
-                client_name=f"shopipe:operator:{self.s.pod_name}",
+                client_name=connection_name("operator", self.s.pod_name),
                 db=self.target.db,
             )
         return self._redis

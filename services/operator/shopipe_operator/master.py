@@ -10,28 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
+from shopipe.address import Address, fmt
+from shopipe.backoff import Backoff
 from shopipe.logs import get_logger
-from shopipe.sentinel import Address, RedisTarget, ask_sentinels, fmt
+from shopipe.sentinel import RedisTarget, ask_once, ask_sentinels, majority
 
 from shopipe_operator import metrics
 
 log = get_logger(__name__)
-
-
-def majority(answers: Mapping[Address, Address | None], configured: int) -> Address | None:
-    """The address named by more than half of ``configured`` Sentinels, else None."""
-    votes = Counter(a for a in answers.values() if a is not None)
-    for addr, n in votes.most_common():
-        if n * 2 > configured:
-            return addr
-    return None
 
 
 @dataclass(frozen=True)
@@ -89,19 +79,19 @@ class MasterWatch:
 
     async def replicas(self) -> list[Address]:
         """Replicas the Sentinels know (first one that answers), for CLIENT LIST probes."""
-        for s in self.target.sentinels:
-            r = _sentinel_client(s, self.target, self.target.timeout)
-            try:
-                rows = await r.sentinel_slaves(self.target.master_name)
-            except (rex.RedisError, OSError):
-                continue
-            finally:
-                await r.aclose()
+
+        async def known(r: Redis) -> list[Address]:
             out = []
-            for row in rows or []:
+            for row in await r.sentinel_slaves(self.target.master_name) or []:
                 with contextlib.suppress(KeyError, TypeError, ValueError):
                     out.append((str(row["ip"]), int(row["port"])))
             return out
+
+        t = self.target
+        for s in t.sentinels:
+            found = await ask_once(s, t.sentinel_password, t.timeout, known)
+            if found is not None:
+                return found
         return []
 
     async def suspects(self) -> list[Address]:
@@ -117,13 +107,13 @@ class MasterWatch:
             self._tasks.append(asyncio.create_task(self._listen(s), name=f"switch-master:{fmt(s)}"))
 
     async def _listen(self, sentinel: Address) -> None:
-        delay = 0.1
+        delays = Backoff(0.1, 5.0, jitter=0.5)
         while True:
             r = _sentinel_client(sentinel, self.target, None)
             pubsub = r.pubsub()
             try:
                 await pubsub.subscribe("+switch-master")
-                delay = 0.1
+                delays.reset()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None:
@@ -137,8 +127,7 @@ class MasterWatch:
                 with contextlib.suppress(Exception):
                     await r.aclose()
             # A dead Sentinel: try again later; polling still covers us meanwhile.
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delays.wait())
 
     async def close(self) -> None:
         for t in self._tasks:

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import httpx
-from redis import exceptions as rex
+from redis.asyncio import Redis
+from shopipe.address import Address
 from shopipe.logs import get_logger
-from shopipe.sentinel import client
+from shopipe.sentinel import ask_once, parse_connection_name
 
 log = get_logger(__name__)
 
@@ -71,20 +72,10 @@ class StaleTracker:
 
 def pod_of_connection(client_name: str) -> str | None:
     """``shopipe:worker:pod-1`` → ``pod-1``; None for other names and the operator itself."""
-    parts = client_name.split(":", 2)
-    if len(parts) != 3 or parts[0] != "shopipe" or parts[1] == "operator" or not parts[2]:
+    parsed = parse_connection_name(client_name)
+    if parsed is None or parsed[0] == "operator":
         return None
-    return parts[2]
-
-
-def parse_client_list(text: str) -> list[str]:
-    """Connection names in a CLIENT LIST reply (one ``k=v k=v`` line per client)."""
-    names = []
-    for line in text.splitlines():
-        for field in line.split(" "):
-            if field.startswith("name=") and len(field) > 5:
-                names.append(field[5:])
-    return names
+    return parsed[1]
 
 
 async def fetch_status(client: httpx.AsyncClient, url: str) -> str | None:
@@ -99,17 +90,14 @@ async def fetch_status(client: httpx.AsyncClient, url: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def connections_on(addr: tuple[str, int], password: str | None, wait: float) -> list[str]:
+async def connections_on(addr: Address, password: str | None, wait: float) -> list[str]:
     """Pod names with a named shopipe connection on the Redis server ``addr``."""
-    r = client(addr, password, wait, decode_responses=True)  # bounded by ``wait``, no retries
-    try:
-        raw = await r.execute_command("CLIENT", "LIST", "TYPE", "normal")
-    except (rex.RedisError, OSError):
-        return []  # a dead server holds no connections
-    finally:
-        await r.aclose()
-    text = raw if isinstance(raw, str) else str(raw)
-    return [p for p in (pod_of_connection(n) for n in parse_client_list(text)) if p]
+
+    async def names(r: Redis) -> list[str]:
+        return [str(c.get("name", "")) for c in await r.client_list(_type="normal")]
+
+    found = await ask_once(addr, password, wait, names) or []  # a dead server holds none
+    return [p for p in (pod_of_connection(n) for n in found) if p]
 
 
 async def probe_pods(

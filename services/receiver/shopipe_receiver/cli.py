@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -20,10 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--count", type=int, default=1, help="webhooks to send (default 1)")
     s.add_argument("--concurrency", type=int, default=10, help="connections (default 10)")
     s.add_argument("--payload", type=Path, help="body file (default: the topic's sample)")
-    s.add_argument("--url", help="webhook URL (default: the dev stack's receiver)")
-    s.add_argument("--secret", help="Shopify secret (default: the dev stack's)")
+    s.add_argument("--url", help="webhook URL (default: $SHOPIPE_WEBHOOK_URL)")
+    s.add_argument(
+        "--secret", help="Shopify secret (default: the first of $SHOPIPE_SHOPIFY_SECRETS)"
+    )
     s.add_argument("--shop", default="example-store.myshopify.com", help="shop domain")
-    s.add_argument("--state-dir", default=None, help="dev stack state dir (default .shopipe)")
     s.add_argument(
         "--quiet",
         action="store_true",
@@ -53,33 +53,8 @@ def run_receiver(_: argparse.Namespace) -> int:
     )
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or os.environ.get("SHOPIPE_STATE_DIR") or ".shopipe")
-
-
-def _stack_defaults(state_dir: Path) -> tuple[str | None, str | None]:
-    """The dev stack's receiver URL and Shopify secret, when a stack ran in ``state_dir``."""
-    url: str | None = None
-    secret: str | None = None
-    secret_path = state_dir / "secrets" / "shopify_secret"
-    if secret_path.exists():
-        secret = secret_path.read_text().strip() or None
-    try:
-        from shopipe.devstack.info import StackInfo
-        from shopipe.devstack.procs import ProcessTable
-        from shopipe.devstack.services import services
-    except ModuleNotFoundError:
-        return url, secret
-    if (state_dir / "procs").is_dir() and (state_dir / "stack.json").exists():
-        info = StackInfo.load(state_dir)
-        for svc in services(ProcessTable(state_dir)):
-            if svc.kind == "receiver":
-                url = svc.url(info.bind, "/webhooks/shopify")
-                break
-    return url, secret
-
-
 def run_send(args: argparse.Namespace) -> int:
+    from shopipe.config import SendSettings, load_settings
     from shopipe.progress import bar
 
     from shopipe_receiver.sender import send_many
@@ -94,12 +69,16 @@ def run_send(args: argparse.Namespace) -> int:
     else:
         print(f"shopipe send: no sample for {args.topic!r}; pass --payload", file=sys.stderr)
         return 2
-    url, secret = args.url, args.secret
-    if url is None or secret is None:
-        stack_url, stack_secret = _stack_defaults(_state_dir(args))
-        url, secret = url or stack_url, secret or stack_secret
-    if url is None or secret is None:
-        print("shopipe send: no running dev stack found; pass --url and --secret", file=sys.stderr)
+    # Beside `make dev`, `eval "$(shopipe dev env)"` sets both defaults.
+    settings = load_settings(SendSettings)
+    url = args.url or settings.webhook_url
+    secret = args.secret or next((s.get() for s in settings.shopify_secrets), None)
+    if not url or not secret:
+        print(
+            "shopipe send: pass --url and --secret, or set SHOPIPE_WEBHOOK_URL and "
+            'SHOPIPE_SHOPIFY_SECRETS (beside `make dev`: eval "$(shopipe dev env)")',
+            file=sys.stderr,
+        )
         return 2
     summary = asyncio.run(
         send_many(

@@ -11,7 +11,6 @@ from typing import Any
 from shopipe import logs, progress
 from shopipe.buffer import Buffer
 from shopipe.config import WorkerSettings, load_settings
-from shopipe.devstack.info import local_environ
 from shopipe.sentinel import MasterClient, RedisTarget
 
 from shopipe_worker import backlog, dlq
@@ -19,8 +18,8 @@ from shopipe_worker.processor import redis_deadline
 
 
 def _settings(quiet: bool = True) -> WorkerSettings:
-    # One-shot commands may run beside `make dev` with nothing set: use its stack then.
-    s = load_settings(WorkerSettings, local_environ() if quiet else None)
+    # Beside `make dev`, `eval "$(shopipe dev env)"` sets what these commands need.
+    s = load_settings(WorkerSettings)
     # One-shot commands print their answer; only problems belong in the log.
     level = "warning" if quiet and s.log_level in ("debug", "info") else s.log_level
     logs.setup("worker", level, s.log_format)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as rex
 from redis.asyncio import Redis
+from shopipe.backoff import Backoff, doubling
 from shopipe.config import WorkerSettings
 from shopipe.errors import RedisUnavailable
 from shopipe.logs import get_logger
@@ -48,7 +49,7 @@ T = TypeVar("T")
 
 def backoff(s: WorkerSettings, attempt: int) -> float:
     """Seconds before delivery ``attempt + 1``: doubling from the base, capped, jittered."""
-    base = min(s.retry_max_seconds, s.retry_base_seconds * 2.0 ** min(attempt - 1, 30))
+    base = doubling(s.retry_base_seconds, s.retry_max_seconds, attempt)
     return base * random.uniform(0.9, 1.1)  # jitter: retries of one burst spread out
 
 
@@ -131,7 +132,7 @@ class Consumer:
             await self._drain(beat)
 
     async def _read_loop(self) -> None:
-        delay = 0.1
+        delays = Backoff(0.1, 5.0)  # full jitter
         next_reclaim = 0.0
         while not self.stopping:
             free = self.settings.concurrency - len(self.in_flight)
@@ -150,14 +151,13 @@ class Consumer:
                     if free <= 0:
                         continue
                 entries = await self.call(self._reader(free))
-                delay = 0.1
+                delays.reset()
             # RuntimeError: uvloop's, for a command on a connection the master client closed
             # under it when it reset (seen under load); like any Redis error, it must not end
             # the loop (the worker would exit with its work in hand).
             except (RedisUnavailable, rex.RedisError, OSError, RuntimeError) as e:
                 log.warning("reading the stream failed", extra={"error": type(e).__name__})
-                await self._pause(random.uniform(0, delay))  # full jitter
-                delay = min(delay * 2, 5.0)
+                await self._pause(delays.wait())
                 continue
             for entry in entries:
                 if self._stopping.is_set():  # stop came during the read

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shopipe import segment
+from shopipe.address import parse_address
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
 from shopipe.errors import TransientError
 from shopipe.logs import get_logger
-from shopipe.sentinel import MasterClient, parse_address, replicas_to_wait_for
+from shopipe.sentinel import MasterClient, replicas_to_wait_for
 from shopipe.stream import Keys
 
 from shopipe_worker import metrics as m

@@ -174,8 +174,8 @@ async def durable(
         pipe.xclaim(stream, group, me, 0, wanted, justid=True)
         pipe.set(fence, "1", px=FENCE_TTL_MS)
         if local:
-            # redis-py has no typed WAITAOF; its reply is [local fsyncs, replica fsyncs].
-            pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
+            # Its reply is [local fsyncs, replica fsyncs].
+            pipe.waitaof(1, 0, timeout_ms)
         else:
             pipe.wait(replicas, timeout_ms)
         replies = await pipe.execute()

@@ -261,7 +261,7 @@ def test_the_chart_ships_these_very_scripts(matrix, chart):
         assert cm["data"][name].strip() == (FILES / name).read_text().strip()
 
 
-DEVSTACK_CONF = FILES.parents[2] / "services/core/shopipe/devstack/redis.conf"
+DEVSTACK_CONF = FILES.parents[2] / "services/devstack/shopipe_devstack/redis.conf"
 
 
 def directives(text: str) -> list[str]:

@@ -32,14 +32,12 @@ class BackendError(PermanentError):
         self.status = status
 
 
-class ScaleRefused(PermanentError):
-    """Scaling is not ours to do (an HPA owns the Deployment); the message says why."""
-
-
 class Backend(Protocol):
     """What the loop needs. Every method may raise BackendUnavailable."""
 
     name: str
+    # False where one operator acts alone (the dev stack's local backend): no Lease to hold.
+    leader_election: bool
 
     async def current_replicas(self) -> int: ...
 

@@ -70,6 +70,7 @@ def status_url(pod: Any) -> str | None:
 
 class KubernetesBackend:
     name = "kubernetes"
+    leader_election = True
 
     def __init__(self, settings: OperatorSettings, api_client: Any | None = None) -> None:
         self.settings = settings

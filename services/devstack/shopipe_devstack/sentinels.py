@@ -2,46 +2,31 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 import redis
+from shopipe.address import Address
+from shopipe.sentinel import majority
 
-from shopipe.devstack.component import Component
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.redis import Address, client, redis_binary
-from shopipe.devstack.state import PRIVATE_UMASK, write_private
+from shopipe_devstack.component import Component
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.redis import client, redis_binary
+from shopipe_devstack.state import PRIVATE_UMASK, write_private
 
 QUORUM = 2
-
-
-def _pairs(raw: Any) -> dict[str, str]:
-    """SENTINEL MASTER answers a flat [k, v, k, v...] list (RESP2) or a map (RESP3)."""
-    if isinstance(raw, dict):
-        return {str(k): str(v) for k, v in raw.items()}
-    items = list(raw)
-    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
 
 
 def ask(addr: Address, master_name: str, timeout: float = 1.0) -> Address | None:
     """One Sentinel's answer to get-master-addr-by-name; None if it did not answer."""
     try:
         with client(addr, None, timeout) as r:
-            got = r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name)
+            got = r.sentinel_get_master_addr_by_name(master_name)
     except redis.RedisError:
         return None
-    if not got:
-        return None
-    return str(got[0]), int(got[1])
+    return (str(got[0]), int(got[1])) if isinstance(got, tuple) else None
 
 
 def agreed_master(sentinels: list[Address], master_name: str) -> Address | None:
-    """The address a majority of the Sentinels name, or None."""
-    votes = Counter(a for a in (ask(s, master_name) for s in sentinels) if a is not None)
-    if not votes:
-        return None
-    addr, n = votes.most_common(1)[0]
-    return addr if n >= len(sentinels) // 2 + 1 else None
+    """The address a majority of the Sentinels name, or None (shopipe.sentinel.majority)."""
+    return majority({s: ask(s, master_name) for s in sentinels}, len(sentinels))
 
 
 class Sentinels(Component):
@@ -116,7 +101,7 @@ class Sentinels(Component):
         for s in self.addrs:
             try:
                 with client(s, None) as r:
-                    info = _pairs(r.execute_command("SENTINEL", "MASTER", self.master_name))
+                    info = r.sentinel_master(self.master_name)
             except redis.RedisError as e:
                 return f"SENTINEL MASTER on {s[0]}:{s[1]}: {type(e).__name__}"
             if int(info.get("num-slaves", 0)) < self.replicas:

@@ -8,7 +8,7 @@ Put in front of SeaweedFS, it forwards bytes unchanged (so S3 signatures still v
   SIGSTOP, until the stall is lifted; then everything held flows again.
 
 In a test it runs in the test's event loop (``SlowProxy``); the bench runs it as a process,
-``python -m shopipe.devstack.slowproxy PORT_FILE TARGET_HOST TARGET_PORT CONTROL_FILE``, whose
+``python -m shopipe_devstack.slowproxy PORT_FILE TARGET_HOST TARGET_PORT CONTROL_FILE``, whose
 control file holds ``<delay seconds>`` or ``stall`` and is read every 50 ms.
 """
 
@@ -154,5 +154,5 @@ async def _main(port_file: Path, host: str, port: int, control: Path) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     if len(args) != 4:
-        sys.exit("usage: python -m shopipe.devstack.slowproxy PORT_FILE HOST PORT CONTROL_FILE")
+        sys.exit("usage: python -m shopipe_devstack.slowproxy PORT_FILE HOST PORT CONTROL_FILE")
     asyncio.run(_main(Path(args[0]), args[1], int(args[2]), Path(args[3])))

@@ -24,13 +24,13 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shopipe.devstack.component import Component
-from shopipe.devstack.info import StackInfo
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import free_ports
+from shopipe_devstack.component import Component
+from shopipe_devstack.info import StackInfo
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.state import free_ports
 
 if TYPE_CHECKING:
-    from shopipe.devstack.stack import Stack
+    from shopipe_devstack.stack import Stack
 
 RULES_IN_CHART = Path("charts/shopipe/files/alerts.rules.yaml")
 KINDS = ("receiver", "worker", "operator")

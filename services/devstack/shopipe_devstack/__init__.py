@@ -12,12 +12,34 @@
 the default leaves a killed process dead, as drills expect.
 
 Another process reaches the same stack through its state dir: ``StackInfo.load(state_dir)``,
-``ProcessTable(state_dir)`` and ``shopipe.devstack.services.spawn_service``.
+``ProcessTable(state_dir)`` and ``shopipe_devstack.services.spawn_service``.
 """
 
-from shopipe.devstack.info import StackInfo
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.stack import Ports, Stack
-from shopipe.devstack.state import StackError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shopipe_devstack.info import StackInfo
+    from shopipe_devstack.procs import ProcessTable
+    from shopipe_devstack.stack import Ports, Stack
+    from shopipe_devstack.state import StackError
 
 __all__ = ["Ports", "ProcessTable", "Stack", "StackError", "StackInfo"]
+
+# Imported on first use: shopipe.config loads this package's settings module in every dev
+# process, which must not pull in the whole stack.
+_HOMES = {
+    "StackInfo": "info",
+    "ProcessTable": "procs",
+    "Ports": "stack",
+    "Stack": "stack",
+    "StackError": "state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -7,7 +7,6 @@ a free HTTP port, so any process that knows the state dir can start, list and st
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -15,11 +14,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 
-from shopipe.devstack.component import wait_until
-from shopipe.devstack.info import StackInfo
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import free_ports
+from shopipe_devstack.component import wait_until
+from shopipe_devstack.info import StackInfo
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.state import free_ports
 
 KINDS = ("receiver", "worker", "operator")
 
@@ -40,14 +40,9 @@ class Service:
 
 
 def available_kinds() -> list[str]:
-    """Service subcommands that exist now (others are still being written)."""
-    from shopipe.cli import build_parser  # here: shopipe.cli loads this package's cli
-
-    parser = build_parser()
-    names: set[str] = set()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            names |= set(action.choices)
+    """The services installed here: each adds its command by a ``shopipe.commands`` entry
+    point named after it (shopipe.cli)."""
+    names = {ep.name for ep in entry_points(group="shopipe.commands")}
     return [k for k in KINDS if k in names]
 
 

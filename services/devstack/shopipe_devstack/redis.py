@@ -17,17 +17,16 @@ from pathlib import Path
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from shopipe.address import Address
 
-from shopipe.devstack.component import Component
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import PRIVATE_UMASK, StackError, write_private
-
-Address = tuple[str, int]
+from shopipe_devstack.component import Component
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.state import PRIVATE_UMASK, StackError, write_private
 
 
 def shared_config() -> str:
     """The Redis policy shared with the chart (package data, so an installed package has it)."""
-    return resources.files("shopipe.devstack").joinpath("redis.conf").read_text()
+    return resources.files("shopipe_devstack").joinpath("redis.conf").read_text()
 
 
 def valkey_binary() -> str | None:

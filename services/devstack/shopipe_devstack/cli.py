@@ -13,16 +13,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shopipe.config import DevSettings, ReceiverSettings, load_settings
-from shopipe.devstack import prometheus
-from shopipe.devstack.info import StackInfo, fmt
-from shopipe.devstack.procs import ProcessTable, ProcRecord, exe_of, is_ours, stat_of
-from shopipe.devstack.seaweed import WeedPorts
-from shopipe.devstack.sentinels import agreed_master
-from shopipe.devstack.services import Service, available_kinds, spawn_service, wait_healthy
-from shopipe.devstack.stack import Ports, Stack
-from shopipe.devstack.state import StackError, tail
+from shopipe.address import fmt
+from shopipe.config import ReceiverSettings, load_settings
 from shopipe.errors import ConfigError
+
+from shopipe_devstack import prometheus
+from shopipe_devstack.info import StackInfo
+from shopipe_devstack.pids import exe_of, stat_of
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.records import ProcRecord, is_ours
+from shopipe_devstack.seaweed import WeedPorts
+from shopipe_devstack.sentinels import agreed_master
+from shopipe_devstack.services import (
+    Service,
+    available_kinds,
+    services,
+    spawn_service,
+    wait_healthy,
+)
+from shopipe_devstack.settings import DevSettings
+from shopipe_devstack.stack import Ports, Stack
+from shopipe_devstack.state import StackError, tail
 
 OWNER_FILE = "dev.json"  # the `shopipe dev up` process owning the state dir
 
@@ -324,6 +335,13 @@ def cmd_env(args: argparse.Namespace) -> int:
     info = _load(_state_dir(args))
     if info is None:
         return 1
-    for k, v in sorted(info.receiver_env().items()):
+    env = info.receiver_env()
+    path = str(ReceiverSettings.__dataclass_fields__["webhook_path"].default)
+    receiver = next(
+        (s for s in services(ProcessTable(info.state_dir)) if s.kind == "receiver"), None
+    )
+    if receiver is not None:  # for `shopipe send`
+        env["SHOPIPE_WEBHOOK_URL"] = receiver.url(info.bind, path)
+    for k, v in sorted(env.items()):
         print(f"export {k}={shlex.quote(v)}")
     return 0

@@ -10,8 +10,6 @@ reused, and killing a stranger's process would be worse than leaking ours.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import dataclasses
 import json
 import os
 import signal as _sig
@@ -21,120 +19,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from shopipe.errors import PermanentError
-
-# Every spawn is also appended here, never removed, so a test suite can prove nothing it
-# started survived (processes spawned by other processes through the same table included).
-LEDGER = "ledger.jsonl"
-
-
-class ProcessError(PermanentError):
-    """A process of the dev stack could not be started or is unknown."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcRecord:
-    name: str
-    pid: int
-    starttime: int  # clock ticks since boot, /proc/<pid>/stat field 22
-    argv: tuple[str, ...]
-    log: str
-    seq: int  # spawn order (ns clock), so stop_all can go in reverse
-    exe: str = ""  # /proc/<pid>/exe at spawn
-    meta: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {"port": "8080"}
-    # Kept by the supervisor (shopipe.devstack.supervisor), shown by `shopipe dev status`.
-    restarts: int = 0
-    last_exit: str = ""  # how the previous run ended, e.g. "signal 9 (SIGKILL)"
-    restart_at: float = 0.0  # wall clock of the restart due, while the process is down
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ProcRecord:
-        raw = json.loads(text)
-        raw["argv"] = tuple(raw["argv"])
-        return cls(**raw)
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """How a process was started, so the supervisor can start it again exactly so. In memory
-    only: the environment holds secrets."""
-
-    pid: int
-    argv: tuple[str, ...]
-    env: dict[str, str] | None
-    cwd: Path | None
-    meta: dict[str, str]
-    umask: int
-
-
-def describe_exit(code: int | None) -> str:
-    """A Popen return code in words: "exit 3", "signal 9 (SIGKILL)", or "unknown"."""
-    if code is None:
-        return "unknown"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"signal {-code} ({_sig.Signals(-code).name})"
-        return f"signal {-code}"
-    return f"exit {code}"
-
-
-def stat_of(pid: int) -> tuple[str, int] | None:
-    """(state, starttime) of ``pid``, or None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # comm may hold spaces and parentheses: fields start after the last ')'.
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
-
-
-def _exe_name(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    # Redis rewrites its title ("valkey-server 127.0.0.1:6379"): compare the first word only.
-    first = raw.split(b"\0", 1)[0].split(b" ", 1)[0]
-    return os.path.basename(first.decode(errors="replace"))
-
-
-CLONE_NEWNET = 0x40000000
-
-
-def enter_netns(name: str) -> None:
-    """Move the calling thread into the network namespace ``/run/netns/<name>`` (needs
-    CAP_NET_ADMIN). Python 3.11 has no os.setns; libc's is the same call."""
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into network namespace {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def exe_of(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return ""
-
-
-def is_ours(rec: ProcRecord) -> bool:
-    """True while the process of ``rec`` is alive (not a zombie) and is the one we spawned."""
-    st = stat_of(rec.pid)
-    if st is None or st[0] in ("Z", "X") or st[1] != rec.starttime:
-        return False
-    # The start time already pins the process; the executable guards against a table
-    # copied between machines or boots. /proc/<pid>/exe is immune to title rewrites.
-    if rec.exe and exe_of(rec.pid) == rec.exe:
-        return True
-    name = _exe_name(rec.pid)
-    return name in ("", os.path.basename(rec.argv[0]))  # "" while Redis rewrites its title
+from shopipe_devstack.pids import describe_exit, enter_netns, exe_of, stat_of
+from shopipe_devstack.records import LEDGER, ProcessError, ProcRecord, Spec, is_ours
 
 
 class ProcessTable:
@@ -384,19 +270,3 @@ class ProcessTable:
         """Drop the record of a process that is known to be gone."""
         with contextlib.suppress(FileNotFoundError):
             self._file(name).unlink()
-
-
-def ledger_survivors(state_dir: Path) -> list[tuple[str, int]]:
-    """(name, pid) of every process ever spawned under ``state_dir`` that is still alive."""
-    path = Path(state_dir) / "procs" / LEDGER
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        raw = json.loads(line)
-        st = stat_of(raw["pid"])
-        if st is not None and st[0] not in ("Z", "X") and st[1] == raw["starttime"]:
-            out.append((raw["name"], raw["pid"]))
-    return out

@@ -26,7 +26,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from shopipe.devstack.procs import ProcessError, ProcessTable, is_ours
+from shopipe.backoff import doubling
+
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.records import ProcessError, is_ours
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class Backoff:
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th quick failure in a row (1, 2, ...)."""
-        return min(self.cap, self.initial * 2.0 ** max(0, failures - 1))
+        return doubling(self.initial, self.cap, failures)
 
 
 @dataclasses.dataclass

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import StackError
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.state import StackError
 
 POLL_SECONDS = 0.05
 

@@ -1,4 +1,7 @@
-"""The local backend: the processes of ``shopipe dev``, through its process table.
+"""The operator's local backend: the processes of ``shopipe dev``, through its process table.
+
+Found by the operator through the ``shopipe.operator_backends`` entry point ``local``
+(SHOPIPE_BACKEND=local); its state dir is the dev stack's (SHOPIPE_STATE_DIR).
 
 Workers are ``worker-<n>`` processes recorded in ``<state dir>/procs``; scaling starts or stops
 them, and restarting a stale process stops it and starts it again under the same name and port
@@ -12,13 +15,14 @@ import asyncio
 import re
 from pathlib import Path
 
-from shopipe.config import OperatorSettings
-from shopipe.devstack.info import StackInfo
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.services import Service, services, spawn_service
+from shopipe.config import OperatorSettings, load_settings
 from shopipe.logs import get_logger
-
 from shopipe_operator.backends.base import Pod
+
+from shopipe_devstack.info import StackInfo
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.services import Service, services, spawn_service
+from shopipe_devstack.settings import DevSettings
 
 log = get_logger(__name__)
 PIPELINE = ("receiver", "worker")
@@ -32,9 +36,11 @@ def _index(name: str) -> int:
 
 class LocalBackend:
     name = "local"
+    leader_election = False  # one operator per dev stack
 
     def __init__(self, settings: OperatorSettings, state_dir: Path | None = None) -> None:
-        self.state_dir = Path(state_dir or settings.state_dir).resolve()
+        del settings  # the interface's argument: what this backend needs is the dev stack's
+        self.state_dir = Path(state_dir or load_settings(DevSettings).state_dir).resolve()
         self.table = ProcessTable(self.state_dir)
         self.info = StackInfo.load(self.state_dir)
 

@@ -12,15 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shopipe.devstack.seaweed import REGION, WeedPorts
-from shopipe.devstack.state import StackError, read_or_create_secret, secret_file
+from shopipe.address import Address, fmt
 
-Address = tuple[str, int]
+from shopipe_devstack.seaweed import REGION, WeedPorts
+from shopipe_devstack.state import StackError, read_or_create_secret, secret_file
+
 INFO_FILE = "stack.json"
-
-
-def fmt(addr: Address) -> str:
-    return f"{addr[0]}:{addr[1]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,22 +120,3 @@ def load_secrets(state_dir: Path) -> dict[str, str]:
         "s3_secret_key": read_or_create_secret(state_dir, "s3_secret_key"),
         "shopify_secret": read_or_create_secret(state_dir, "shopify_secret", 16),
     }
-
-
-def local_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment, completed from the local dev stack when it names no bucket.
-
-    So `shopipe backlog` and `shopipe dlq` work beside `make dev` with no setup, while a
-    configured environment (a pod, a shell with SHOPIPE_* set) is used exactly as it is.
-    """
-    env = dict(os.environ if environ is None else environ)
-    if "SHOPIPE_S3_BUCKET" in env:
-        return env
-    state_dir = Path(env.get("SHOPIPE_STATE_DIR") or ".shopipe")
-    if not (state_dir / INFO_FILE).is_file():
-        return env
-    try:
-        info = StackInfo.load(state_dir)
-    except (StackError, OSError, ValueError, KeyError):
-        return env
-    return {**info.service_env(), **env}

@@ -16,9 +16,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shopipe.devstack.component import Component
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.state import StackError
+from shopipe_devstack.component import Component
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.state import StackError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

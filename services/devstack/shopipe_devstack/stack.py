@@ -17,15 +17,16 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from shopipe.address import Address, fmt
 
-from shopipe.devstack.component import Component, wait_until
-from shopipe.devstack.info import Address, StackInfo, fmt, load_secrets
-from shopipe.devstack.procs import ProcessTable
-from shopipe.devstack.redis import RedisNode, client
-from shopipe.devstack.seaweed import Seaweed, WeedPorts
-from shopipe.devstack.sentinels import Sentinels, agreed_master
-from shopipe.devstack.state import StackError, free_ports, pick
-from shopipe.devstack.supervisor import Backoff, Supervisor
+from shopipe_devstack.component import Component, wait_until
+from shopipe_devstack.info import StackInfo, load_secrets
+from shopipe_devstack.procs import ProcessTable
+from shopipe_devstack.redis import RedisNode, client
+from shopipe_devstack.seaweed import Seaweed, WeedPorts
+from shopipe_devstack.sentinels import Sentinels, agreed_master
+from shopipe_devstack.state import StackError, free_ports, pick
+from shopipe_devstack.supervisor import Backoff, Supervisor
 
 ComponentFactory = Callable[[ProcessTable, StackInfo], Component]
 PORT_ATTEMPTS = 3
@@ -56,7 +57,7 @@ class Stack:
         supervise: bool = False,
         backoff: Backoff | None = None,
     ) -> None:
-        """``supervise``: restart processes that die (``shopipe.devstack.supervisor``), as
+        """``supervise``: restart processes that die (``shopipe_devstack.supervisor``), as
         `shopipe dev` does. Off by default, so that the test suite's drills find a killed
         process still dead until they restart it; a drill that wants it on says so."""
         self.state_dir = Path(state_dir).resolve()
@@ -314,7 +315,7 @@ class Stack:
                 return f"sentinels still name {fmt(old)}"
             try:
                 with client(addr, self.info.redis_password) as r:
-                    role = r.execute_command("ROLE")
+                    role = r.role()
             except redis.RedisError as e:
                 return f"new master {fmt(addr)}: {type(e).__name__}"
             if role[0] != "master":
