@@ -114,12 +114,6 @@ async def test_worker_killed_mid_segment_its_work_is_finished_by_another_once(
     await until("worker-0's segments claimed", lambda: p.pending_of("worker-0") == 0, 30)
 
 
-# Known failure, under investigation with the demotion test's (tests/e2e/test_demotion.py): in
-# a clean-clone CI run on 2026-12-01 (three Redis nodes), 3 of 255 acknowledged webhooks were not
-# processed within 90 s of the restart. Not strict: it still runs and reports.
-@pytest.mark.xfail(
-    strict=False, reason="three Redis nodes: a few effects missing after a full restart (open)"
-)
 @pytest.mark.asyncio
 async def test_sigterm_of_every_process_mid_load_then_restart_loses_nothing(
     make_stack: Callable[..., Stack],
