@@ -168,7 +168,7 @@ async def durable(
     (the AOF is one ordered log as well). That write is the SET of ``fence``: the heartbeat of
     the entries beside it writes nothing when none of ``ids`` is pending on this master (taken
     over, or read on a master since demoted), and a WAIT after no write of this connection
-    returns at once, covering nothing (a graceful-failover test lost effects so)."""
+    returns at once on Valkey and Redis 7.2+, covering nothing (test_worker_finish shows it)."""
     async with r.pipeline(transaction=False) as pipe:
         wanted: list[Any] = list(ids)
         pipe.xclaim(stream, group, me, 0, wanted, justid=True)
