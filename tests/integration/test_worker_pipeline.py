@@ -288,6 +288,7 @@ async def test_compliance_topics_remove_exactly_the_right_keys(kit: Kit):
             {k.decode() async for k in r.scan_iter(match=f"{kit.keys.prefix}:*")}
             - {kit.settings.stream}
             - {k.decode() async for k in r.scan_iter(match=f"{kit.keys.prefix}:done:*")}
+            - {k.decode() async for k in r.scan_iter(match=f"{kit.keys.prefix}:fence:*")}
         )
 
     st = kit.keys.state
