@@ -98,6 +98,14 @@ class CommonSettings:
 @dataclasses.dataclass(frozen=True)
 class ReceiverSettings(CommonSettings):
     http_port: int = setting(8080, unit="port", minimum=0, help="Receiver HTTP port.")
+    ops_port: int | None = setting(
+        None,
+        unit="port",
+        minimum=0,
+        help="Port of /metrics, /status, /readyz and /healthz, which the webhook port then no "
+        "longer serves (the chart sets it: only the webhook port is public). Empty: both on "
+        "SHOPIPE_HTTP_PORT.",
+    )
     shopify_secrets: tuple[Secret, ...] = setting(
         help="Shopify app client secrets, comma separated; any one verifies (rotation)."
     )
@@ -178,6 +186,11 @@ class ReceiverSettings(CommonSettings):
     )
 
     def __post_init__(self) -> None:
+        if self.ops_port is not None and self.ops_port == self.http_port != 0:
+            raise ConfigError(
+                "invalid configuration: SHOPIPE_OPS_PORT must differ from SHOPIPE_HTTP_PORT "
+                "(leave it empty to serve both on one port)"
+            )
         if self.max_body_bytes_in_memory < self.max_body_bytes:
             raise ConfigError(
                 "invalid configuration: SHOPIPE_MAX_BODY_BYTES_IN_MEMORY must be at least "
