@@ -109,8 +109,9 @@ def test_receiver_process_serves_ops_endpoints_only_on_its_ops_port(stack: Stack
     try:
         wait_healthy(ops, proc)
         with httpx.Client(timeout=5) as c:
-            for path in ("/metrics", "/status", "/readyz", "/healthz"):
+            for path in ("/metrics", "/status"):
                 assert c.get(f"http://127.0.0.1:{port}{path}").status_code == 404, path
+            assert c.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
             assert c.get(f"http://127.0.0.1:{ops}/metrics").status_code == 200
             assert c.get(f"http://127.0.0.1:{ops}/status").status_code == 200
             # The webhook path is served on the webhook port only (unsigned: 401).

@@ -127,7 +127,7 @@ podAntiAffinity:
 {{- end -}}
 {{- end -}}
 
-{{/* Environment of every shopipe container: its pod name, its port, the credentials. Settings
+{{/* Environment of every shopipe container: its pod name, its ports, the credentials. Settings
      come from the ConfigMaps; only secretKeyRef carries anything secret. */}}
 {{- define "shopipe.env" -}}
 - name: SHOPIPE_POD_NAME
@@ -139,6 +139,8 @@ podAntiAffinity:
 {{- $secret := include "shopipe.secretName" .root }}
 {{- $optional := not .root.Values.redis.enabled }}
 {{- if eq .component "receiver" }}
+- name: SHOPIPE_OPS_PORT
+  value: "9090"
 - name: SHOPIPE_SHOPIFY_SECRETS
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: shopify-secrets}

@@ -102,9 +102,9 @@ class ReceiverSettings(CommonSettings):
         None,
         unit="port",
         minimum=0,
-        help="Port of /metrics, /status, /readyz and /healthz, which the webhook port then no "
-        "longer serves (the chart sets it: only the webhook port is public). Empty: both on "
-        "SHOPIPE_HTTP_PORT.",
+        help="Port of /metrics, /status, /readyz and /healthz; the webhook port then serves "
+        "only webhooks and the two health checks (the chart sets it: the webhook port may be "
+        "public). Empty: everything on SHOPIPE_HTTP_PORT.",
     )
     shopify_secrets: tuple[Secret, ...] = setting(
         help="Shopify app client secrets, comma separated; any one verifies (rotation)."

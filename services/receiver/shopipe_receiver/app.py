@@ -369,8 +369,13 @@ class Receiver:
         # method: 405); the route keeps those answers Starlette's.
         webhook = Route(self.settings.webhook_path, _Endpoint(self._routed), methods=["POST"])
         routes: list[BaseRoute] = [webhook]
-        if self.settings.ops_port is None:
-            routes += self.ops.routes
+        # With an ops port, the webhook port keeps only the health checks: a load balancer's
+        # (the NodeBalancer's check path) and the kubelet's probe the listener Shopify uses.
+        # /metrics and /status stay off it: it may be public.
+        health = ("/healthz", "/readyz")
+        for route in self.ops.routes:
+            if self.settings.ops_port is None or getattr(route, "path", "") in health:
+                routes.append(route)
         return Starlette(routes=routes, middleware=[Middleware(AccessLog)], lifespan=self.lifespan)
 
 
