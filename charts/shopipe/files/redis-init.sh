@@ -5,6 +5,7 @@
 # Passwords come from the environment (the Secret); they are written only to the pod's
 # private emptyDir, never to a ConfigMap or the command line.
 set -eu
+. "$(dirname "$0")/redis-lib.sh"
 
 : "${REDIS_PASSWORD:?}" "${SENTINEL_PASSWORD:?}" "${MASTER_NAME:?}"
 : "${REDIS_HEADLESS:?}" "${SENTINEL_STS:?}" "${SENTINEL_HEADLESS:?}" "${SENTINEL_REPLICAS:?}"
@@ -71,7 +72,7 @@ port 6379
 bind * -::*
 protected-mode no
 dir /data
-requirepass "${REDIS_PASSWORD}"
+$(auth_lines "$REDIS_PASSWORD" "${REDIS_EXTRA_PASSWORD:-}")
 masterauth "${REDIS_PASSWORD}"
 # Replicas announce their stable DNS name, which Sentinel resolves (resolve-hostnames).
 replica-announce-ip ${me}

@@ -4,6 +4,7 @@
 # so it never points back at an old master. Sentinel rewrites this file as it learns: it lives
 # in the pod's emptyDir.
 set -eu
+. "$(dirname "$0")/redis-lib.sh"
 
 : "${REDIS_PASSWORD:?}" "${SENTINEL_PASSWORD:?}" "${MASTER_NAME:?}" "${QUORUM:?}"
 : "${REDIS_STS:?}" "${REDIS_HEADLESS:?}" "${REDIS_REPLICAS:?}"
@@ -54,7 +55,7 @@ sentinel myid ${myid}
 sentinel resolve-hostnames yes
 sentinel announce-hostnames yes
 sentinel announce-ip ${me}
-requirepass "${SENTINEL_PASSWORD}"
+$(auth_lines "$SENTINEL_PASSWORD" "${SENTINEL_EXTRA_PASSWORD:-}")
 sentinel sentinel-pass "${SENTINEL_PASSWORD}"
 sentinel monitor ${MASTER_NAME} ${master} 6379 ${QUORUM}
 sentinel auth-pass ${MASTER_NAME} "${REDIS_PASSWORD}"
