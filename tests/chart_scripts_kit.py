@@ -102,41 +102,61 @@ def run_raw(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+def free_port(hosts: tuple[str, ...] = ("127.0.0.1",)) -> int:
+    """A port free right now on every loopback address of ``hosts`` (a race we accept)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind((hosts[0], 0))
+            port: int = sock.getsockname()[1]
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as other:
+                    other.bind((host, port))
+        except OSError:
+            continue
         return port
+    raise AssertionError(f"no port free on all of {hosts}")
 
 
 @contextlib.contextmanager
 def local_redis(
-    workdir: Path, conf: str, password: str, replicaof: int | None = None
+    workdir: Path,
+    conf: str,
+    password: str,
+    replicaof: int | tuple[str, int] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
 ) -> Iterator[redis.Redis]:
     """A real redis-server from ``conf`` (what redis-init.sh wrote for a pod), moved onto
     loopback by settings appended after it (Redis keeps a setting's last value) and into
-    ``workdir``; a replica of
-    127.0.0.1:``replicaof`` if given. Yields a client that authenticates with ``password``;
-    stopped (SIGTERM, then SIGKILL after a deadline) on exit."""
+    ``workdir``; on ``host`` (any 127.0.0.0/8 address: several servers can share a port, as
+    pods do); a replica of ``replicaof`` (a port on 127.0.0.1, or host and port) if given.
+    Yields a client that authenticates with ``password``; stopped (SIGTERM, then SIGKILL after
+    a deadline) on exit."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server on PATH")
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port((host,))
     local = [
         "", "# --- this test: loopback, its own directory ---", f"port {port}",
-        "bind 127.0.0.1", "replica-announce-ip 127.0.0.1",
+        f"bind {host}", f"replica-announce-ip {host}",
         f"logfile {workdir / 'redis.log'}", "repl-diskless-sync-delay 0",
     ]  # fmt: skip
+    if isinstance(replicaof, int):
+        replicaof = ("127.0.0.1", replicaof)
     if replicaof is not None:
-        local.append(f"replicaof 127.0.0.1 {replicaof}")
+        local.append(f"replicaof {replicaof[0]} {replicaof[1]}")
     path = workdir / "redis.conf"
     # `dir` is applied as read (a chdir): the pod's /data is replaced, not overridden.
     assert "\ndir /data\n" in conf
     conf = conf.replace("\ndir /data\n", f"\ndir {workdir}\n")
     path.write_text(conf + "\n".join(local) + "\n")
     proc = subprocess.Popen([binary, str(path)], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port, password=password, socket_timeout=2, decode_responses=True)
+    client = redis.Redis(
+        host=host, port=port, password=password, socket_timeout=2, decode_responses=True
+    )
     try:
         deadline = time.monotonic() + 15
         while True:

@@ -103,8 +103,23 @@ def test_passwords_come_from_the_secret_and_stay_in_memory(matrix, chart):
                 if probe in c:
                     cmd = c[probe]["exec"]["command"]
                     assert cmd[1].startswith("/scripts/") or 'REDISCLI_AUTH="$' in cmd[2]
-        conf = next(v for v in spec["volumes"] if v["name"] == "conf")
-        assert conf["emptyDir"]["medium"] == "Memory"
+        sts = chart.one(objs, "StatefulSet", suffix)
+        claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])]
+        if suffix == "-sentinel":
+            # Sentinel's state survives a full restart on a volume (redis.sentinel.persistence).
+            assert "conf" in claims
+            assert all(v["name"] != "conf" for v in spec["volumes"])
+        else:
+            conf = next(v for v in spec["volumes"] if v["name"] == "conf")
+            assert conf["emptyDir"]["medium"] == "Memory"
+    off = chart.render(
+        "-f", chart.chart_dir / "ci" / "inchart-redis-values.yaml",
+        "--set", "redis.sentinel.persistence.enabled=false",
+    )  # fmt: skip
+    sentinel = chart.one(off, "StatefulSet", "-sentinel")
+    assert "volumeClaimTemplates" not in sentinel["spec"]
+    conf = next(v for v in sentinel["spec"]["template"]["spec"]["volumes"] if v["name"] == "conf")
+    assert conf["emptyDir"]["medium"] == "Memory"
 
 
 def test_redis_and_sentinels_spread_over_nodes_with_disruption_budgets(matrix, chart):

@@ -234,3 +234,77 @@ def test_while_rotating_sentinels_accept_both_passwords_and_use_the_first(tmp_pa
     assert "requirepass" not in conf
     assert 'sentinel sentinel-pass "sentinel-pass-0123456789"' in conf
     assert 'sentinel auth-pass mymaster "redis-pass-0123456789"' in conf
+
+
+def test_without_sentinels_a_running_master_wins_over_any_replica(tmp_path):
+    answers = {
+        f"info.{pod(0)}": info("slave", 900, pod(1), link="down"),
+        f"info.{pod(1)}": info("master", 100),
+    }
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-2", answers)
+    assert replicaof(conf) == pod(1)
+
+
+def test_without_sentinels_and_master_the_replica_with_the_highest_offset_is_chosen(tmp_path):
+    """The master is gone (its replicas' links are down): not pod 0, and not the dead master,
+    but the replica that replicated most."""
+    answers = {
+        f"info.{pod(1)}": info("slave", 700, pod(2), link="down"),
+        f"info.{pod(3)}": info("slave", 900, pod(2), link="down"),
+    }
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", answers, REDIS_REPLICAS="4")
+    assert replicaof(conf) == pod(3)
+
+
+def test_the_restarting_master_its_replicas_still_point_at_leads_again(tmp_path):
+    """Following the replica that follows this pod would make a loop: this pod leads."""
+    answers = {f"info.{pod(1)}": info("slave", 900, pod(0), link="down")}
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", answers)
+    assert replicaof(conf) is None
+
+
+def test_a_pod_with_data_waits_for_the_sentinels_before_making_pod_zero_master(tmp_path):
+    data = tmp_path / "data"
+    (data / "appendonlydir").mkdir(parents=True)
+    proc = run_raw(tmp_path, "redis-init.sh", f"{R}-0", {}, DATA_DIR=str(data),
+                   BOOT_WAIT_SECONDS="1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "this pod has data, so it waits for the Sentinels" in proc.stdout
+    assert "bootstrap master" in proc.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_raw(tmp_path, "redis-init.sh", f"{R}-0", {}, DATA_DIR=str(empty))
+    assert "waits" not in proc.stdout  # a first start leads at once
+
+
+SAVED_STATE = f"""port 26379
+sentinel myid 0123456789012345678901234567890123456789
+requirepass "an-old-sentinel-password"
+sentinel monitor mymaster {R}-2.{RH} 6379 2
+sentinel config-epoch mymaster 7
+sentinel leader-epoch mymaster 7
+sentinel current-epoch 7
+sentinel known-replica mymaster {R}-0.{RH} 6379
+"""
+
+
+def test_after_a_full_restart_a_sentinel_monitors_the_master_of_its_saved_state(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "sentinel.conf").write_text(SAVED_STATE)
+    conf = run_script(tmp_path, "sentinel-init.sh", f"{S}-0", {})
+    assert f"sentinel monitor mymaster {R}-2.{RH} 6379 2" in conf
+    for line in ("sentinel config-epoch mymaster 7", "sentinel leader-epoch mymaster 7",
+                 "sentinel current-epoch 7"):  # fmt: skip
+        assert line in conf.splitlines()
+    # The passwords and the rest are today's: only the master and the epochs are carried over.
+    assert "an-old-sentinel-password" not in conf
+    assert 'requirepass "sentinel-pass-0123456789"' in conf
+    assert conf.count("sentinel monitor") == 1
+
+
+def test_running_peers_and_redis_pods_know_better_than_the_saved_state(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "sentinel.conf").write_text(SAVED_STATE)
+    conf = run_script(tmp_path, "sentinel-init.sh", f"{S}-0", {f"role.{pod(1)}": "master\n"})
+    assert f"sentinel monitor mymaster {pod(1)} 6379 2" in conf
+    assert "sentinel current-epoch 7" in conf.splitlines()
