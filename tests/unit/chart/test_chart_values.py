@@ -165,6 +165,22 @@ REJECTED: dict[str, tuple[list[str], str]] = {
     "negative drain": (["--set", "worker.drainSeconds=-1"], "/worker/drainSeconds"),
     "bad service type": (["--set", "receiver.service.type=External"], "/receiver/service/type"),
     "no resources limits": (["--set", "worker.resources.limits=null"], "missing property 'limits'"),
+    "the ops port the chart sets": (
+        ["--set", "receiver.settings.SHOPIPE_OPS_PORT=8081"],
+        "invalid propertyName 'SHOPIPE_OPS_PORT'",
+    ),
+    "egress address not a CIDR": (
+        ["--set", "networkPolicy.egress.s3.cidrs={s3.example.com}"],
+        "/networkPolicy/egress/s3/cidrs/0",
+    ),
+    "egress destination without ports": (
+        ["--set-json", 'networkPolicy.egress.destinations=[{"cidrs":["10.0.0.0/8"]}]'],
+        "missing property 'ports'",
+    ),
+    "short extra redis password": (
+        ["--set", "secrets.redisExtraPassword=short"],
+        "/secrets/redisExtraPassword",
+    ),
 }
 
 
