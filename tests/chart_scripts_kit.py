@@ -127,13 +127,14 @@ def local_redis(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
+    sentinel: bool = False,
 ) -> Iterator[redis.Redis]:
     """A real redis-server from ``conf`` (what redis-init.sh wrote for a pod), moved onto
     loopback by settings appended after it (Redis keeps a setting's last value) and into
     ``workdir``; on ``host`` (any 127.0.0.0/8 address: several servers can share a port, as
     pods do); a replica of ``replicaof`` (a port on 127.0.0.1, or host and port) if given.
-    Yields a client that authenticates with ``password``; stopped (SIGTERM, then SIGKILL after
-    a deadline) on exit."""
+    A Sentinel with ``sentinel``. Yields a client that authenticates with ``password``; stopped
+    (SIGTERM, then SIGKILL after a deadline) on exit."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server on PATH")
@@ -150,10 +151,10 @@ def local_redis(
         local.append(f"replicaof {replicaof[0]} {replicaof[1]}")
     path = workdir / "redis.conf"
     # `dir` is applied as read (a chdir): the pod's /data is replaced, not overridden.
-    assert "\ndir /data\n" in conf
     conf = conf.replace("\ndir /data\n", f"\ndir {workdir}\n")
     path.write_text(conf + "\n".join(local) + "\n")
-    proc = subprocess.Popen([binary, str(path)], stdout=subprocess.DEVNULL)
+    argv = [binary, str(path), *(["--sentinel"] if sentinel else [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     client = redis.Redis(
         host=host, port=port, password=password, socket_timeout=2, decode_responses=True
     )

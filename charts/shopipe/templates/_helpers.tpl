@@ -186,16 +186,35 @@ checksum/secret: {{ include "shopipe.secretChecksum" .root }}
 {{- end -}}
 {{- end -}}
 
-{{/* Writable scratch space; the root filesystem is read-only. */}}
+{{/* Writable scratch space; the root filesystem is read-only. And the CA of an external Redis
+     over TLS, where one is set. */}}
 {{- define "shopipe.tmpVolume" -}}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- with include "shopipe.redisCA" .Values }}
+- name: redis-ca
+  configMap:
+    name: {{ . }}
+    items:
+      - {key: {{ $.Values.redis.external.tls.caKey }}, path: {{ $.Values.redis.external.tls.caKey }}}
+{{- end }}
 {{- end -}}
 
 {{- define "shopipe.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- if include "shopipe.redisCA" .Values }}
+- name: redis-ca
+  mountPath: /etc/shopipe/redis-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The ConfigMap with the CA of an external Redis over TLS (redis.external.tls), if any. */}}
+{{- define "shopipe.redisCA" -}}
+{{- $t := .redis.external.tls -}}
+{{- if and $t.enabled $t.caConfigMap (not .redis.enabled) }}{{ $t.caConfigMap }}{{ end -}}
 {{- end -}}
 
 {{/* "true" when the cluster serves the Prometheus Operator's CRD of .kind. Without it a

@@ -58,11 +58,23 @@ class CommonSettings:
     )
     sentinel_master: str = setting("mymaster", help="Name of the master the Sentinels monitor.")
     redis_url: str = setting(
-        "", help="Fixed Redis address redis://host:port/db, used only when no Sentinel is set."
+        "",
+        help="Fixed Redis address redis://host:port/db (rediss:// for TLS), used only when no "
+        "Sentinel is set.",
     )
     redis_password: Secret | None = setting(None, help="Password of the Redis master/replicas.")
     sentinel_password: Secret | None = setting(
         None, help="Password of the Sentinels (defaults to none)."
+    )
+    redis_tls: bool = setting(
+        False,
+        help="Talk TLS to Redis and the Sentinels (a managed or external Redis); "
+        "SHOPIPE_REDIS_URL rediss://... turns it on too. The in-chart Redis speaks plain TCP.",
+    )
+    redis_tls_ca_file: str = setting(
+        "",
+        help="PEM file of the CA that signed the Redis and Sentinel certificates (with "
+        "SHOPIPE_REDIS_TLS). Empty: the system's CAs.",
     )
     redis_timeout_seconds: float = setting(
         2.0, unit="seconds", minimum=0.05, help="Connect and command timeout for Redis."

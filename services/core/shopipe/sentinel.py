@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from redis import exceptions as rex
@@ -87,6 +87,8 @@ class RedisTarget:
     fixed: Address | None
     timeout: float
     db: int = 0
+    tls: bool = False
+    tls_ca_file: str = ""  # empty: the system's CAs
 
     @classmethod
     def from_settings(cls, s: CommonSettings) -> RedisTarget:
@@ -96,8 +98,8 @@ class RedisTarget:
             if not s.redis_url:
                 raise ConfigError("set SHOPIPE_SENTINELS (host:port,...) or SHOPIPE_REDIS_URL")
             url = urlparse(s.redis_url)
-            if url.scheme != "redis" or not url.hostname:
-                raise ConfigError("SHOPIPE_REDIS_URL: expected redis://host:port/db")
+            if url.scheme not in ("redis", "rediss") or not url.hostname:
+                raise ConfigError("SHOPIPE_REDIS_URL: expected redis://host:port/db or rediss://")
             fixed = (url.hostname, url.port or 6379)
             db = int(url.path.strip("/") or 0)
         return cls(
@@ -108,7 +110,16 @@ class RedisTarget:
             fixed=fixed,
             timeout=s.redis_timeout_seconds,
             db=db,
+            tls=s.redis_tls or s.redis_url.startswith("rediss://"),
+            tls_ca_file=s.redis_tls_ca_file,
         )
+
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's connection arguments for TLS (certificate and host name checked); none
+        without TLS."""
+        if not self.tls:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": self.tls_ca_file or None, "ssl_cert_reqs": "required"}
 
 
 def client(addr: Address, password: str | None, timeout: float, **kw: object) -> Redis:
@@ -126,7 +137,7 @@ def client(addr: Address, password: str | None, timeout: float, **kw: object) ->
 
 
 async def _ask_one(target: RedisTarget, sentinel: Address) -> Address | None:
-    r = client(sentinel, target.sentinel_password, target.timeout)
+    r = client(sentinel, target.sentinel_password, target.timeout, **target.tls_options())
     try:
         reply = await r.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master_name)
     except (rex.RedisError, OSError):
@@ -147,7 +158,7 @@ async def ask_sentinels(target: RedisTarget) -> dict[Address, Address | None]:
 
 
 async def _replicas_seen_by(target: RedisTarget, sentinel: Address) -> int | None:
-    r = client(sentinel, target.sentinel_password, target.timeout)
+    r = client(sentinel, target.sentinel_password, target.timeout, **target.tls_options())
     try:
         replicas = await r.sentinel_slaves(target.master_name)
     except (rex.RedisError, OSError):
@@ -172,8 +183,8 @@ async def replicas_to_wait_for(target: RedisTarget) -> int:
     return max([1, *(c for c in counts if c is not None)])
 
 
-async def role_of(addr: Address, password: str | None, wait: float) -> str | None:
-    r = client(addr, password, wait)
+async def role_of(addr: Address, password: str | None, wait: float, **tls: Any) -> str | None:
+    r = client(addr, password, wait, **tls)
     try:
         reply = await r.execute_command("ROLE")
     except (rex.RedisError, OSError):
@@ -194,7 +205,7 @@ async def resolve_master(target: RedisTarget) -> Address:
         if addr is None or addr in seen:
             continue
         seen.append(addr)
-        if await role_of(addr, target.password, target.timeout) == "master":
+        if await role_of(addr, target.password, target.timeout, **target.tls_options()) == "master":
             return addr
     raise RedisUnavailable(
         f"no confirmed master {target.master_name!r} (sentinels answered: {len(seen)})"
@@ -233,6 +244,7 @@ class MasterClient:
                     self.target.timeout,
                     client_name=self.name,
                     db=self.target.db,
+                    **self.target.tls_options(),
                 )
                 try:
                     await r.ping()

@@ -157,4 +157,5 @@ def _sentinel_client(addr: Address, target: RedisTarget, read_timeout: float | N
         socket_timeout=read_timeout,
         socket_connect_timeout=target.timeout,
         decode_responses=True,
+        **target.tls_options(),
     )

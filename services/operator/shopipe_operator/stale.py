@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from redis import exceptions as rex
@@ -99,9 +100,12 @@ async def fetch_status(client: httpx.AsyncClient, url: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def connections_on(addr: tuple[str, int], password: str | None, wait: float) -> list[str]:
-    """Pod names with a named shopipe connection on the Redis server ``addr``."""
-    r = client(addr, password, wait, decode_responses=True)  # bounded by ``wait``, no retries
+async def connections_on(
+    addr: tuple[str, int], password: str | None, wait: float, **tls: Any
+) -> list[str]:
+    """Pod names with a named shopipe connection on the Redis server ``addr`` (``tls``: the
+    target's TLS options)."""
+    r = client(addr, password, wait, decode_responses=True, **tls)  # bounded by ``wait``
     try:
         raw = await r.execute_command("CLIENT", "LIST", "TYPE", "normal")
     except (rex.RedisError, OSError):
@@ -117,6 +121,7 @@ async def probe_pods(
     old_servers: Sequence[tuple[str, int]],
     password: str | None,
     wait: float,
+    **tls: Any,
 ) -> list[PodSeen]:
     """Ask each pod (name, status URL) for its master and each non-master server for its
     connections, all at once; every probe is bounded by ``wait`` seconds."""
@@ -124,7 +129,7 @@ async def probe_pods(
         statuses = await asyncio.gather(
             *(fetch_status(client, url) if url else _none() for _, url in pods)
         )
-    conns = await asyncio.gather(*(connections_on(a, password, wait) for a in old_servers))
+    conns = await asyncio.gather(*(connections_on(a, password, wait, **tls) for a in old_servers))
     where: dict[str, list[str]] = {}
     for addr, names in zip(old_servers, conns, strict=True):
         for name in names:

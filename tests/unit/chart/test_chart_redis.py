@@ -191,3 +191,36 @@ def test_redis_requests_below_limits_are_refused(chart):
     )
     assert proc.returncode != 0
     assert "requests must equal limits" in proc.stderr
+
+
+def test_an_external_redis_over_tls_gets_the_setting_and_its_ca_in_every_app_pod(matrix, chart):
+    objs = matrix["external-redis-values.yaml"]
+    shared = chart.one(objs, "ConfigMap", "-shopipe")["data"]
+    assert shared["SHOPIPE_REDIS_TLS"] == "true"
+    path = shared["SHOPIPE_REDIS_TLS_CA_FILE"]
+    deployments = chart.find(objs, "Deployment")
+    assert len(deployments) == 2  # receiver and worker (no operator here)
+    for d in deployments:
+        spec = d["spec"]["template"]["spec"]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "redis-ca"]
+        assert volume["configMap"] == {
+            "name": "redis-ca",
+            "items": [{"key": "ca.pem", "path": "ca.pem"}],
+        }
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "redis-ca"]
+        assert mount["readOnly"] is True
+        assert path == f"{mount['mountPath']}/ca.pem"
+    # Without TLS (the other renderings), neither the setting nor the volume.
+    inchart = matrix["inchart-redis-values.yaml"]
+    assert "SHOPIPE_REDIS_TLS" not in chart.one(inchart, "ConfigMap", "-shopipe")["data"]
+    for d in chart.find(inchart, "Deployment"):
+        assert all(v["name"] != "redis-ca" for v in d["spec"]["template"]["spec"]["volumes"])
+
+
+def test_tls_for_the_in_chart_redis_is_refused(chart):
+    proc = chart.template(
+        "-f", chart.chart_dir / "ci" / "inchart-redis-values.yaml",
+        "--set", "redis.external.tls.enabled=true",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "the in-chart Redis speaks plain TCP" in proc.stderr

@@ -20,6 +20,8 @@ BASE = "ci/inchart-redis-values.yaml"
 # Settings the chart sets itself (from values or per pod); users may not override them.
 MANAGED_COMMON = {
     "SHOPIPE_POD_NAME",
+    "SHOPIPE_REDIS_TLS",
+    "SHOPIPE_REDIS_TLS_CA_FILE",
     "SHOPIPE_HTTP_PORT",
     "SHOPIPE_SENTINELS",
     "SHOPIPE_SENTINEL_MASTER",
