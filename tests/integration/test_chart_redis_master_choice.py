@@ -54,6 +54,16 @@ def link_up(replica: redis.Redis) -> bool:
     return replica.info("replication").get("master_link_status") == "up"
 
 
+def failover_accepted(sentinel: redis.Redis) -> bool:
+    """SENTINEL FAILOVER, refused (NOGOODSLAVE) until the Sentinel has heard from the replica."""
+    try:
+        return bool(sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster"))
+    except redis.ResponseError as e:
+        if "NOGOODSLAVE" in str(e):
+            return False
+        raise
+
+
 @pytest.fixture
 def conf(tmp_path: Path) -> str:
     return run_script(tmp_path / "init", "redis-init.sh", f"{R}-0", {}, REDIS_PASSWORD=PASSWORD)
@@ -106,3 +116,39 @@ def test_with_the_master_gone_the_most_replicated_replica_leads(tmp_path, conf):
 def test_nobody_answering_chooses_nothing(tmp_path):
     """Then redis-init.sh waits (a pod with data) or bootstraps pod 0 (an empty one)."""
     assert choose(free_port(HOSTS), HOSTS[0], HOSTS) == ""
+
+
+def test_a_sentinel_restarted_alone_monitors_the_master_its_saved_state_names(tmp_path):
+    """The state sentinel-init.sh reads back after a full restart is the file a real Sentinel
+    rewrote after a real failover: the new master and the epoch survive, not pod 0."""
+    port = free_port(HOSTS)
+    plain = f'requirepass "{PASSWORD}"\nmasterauth "{PASSWORD}"\n'
+    sentinel_conf = "\n".join([
+        f'requirepass "{PASSWORD}"', f"sentinel monitor mymaster {HOSTS[0]} {port} 1",
+        f'sentinel auth-pass mymaster "{PASSWORD}"',
+        "sentinel down-after-milliseconds mymaster 1000",
+        "sentinel failover-timeout mymaster 3000",
+    ]) + "\n"  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(local_redis(tmp_path / "m", plain, PASSWORD, host=HOSTS[0], port=port))
+        replica = stack.enter_context(
+            local_redis(tmp_path / "r", plain, PASSWORD, (HOSTS[0], port), host=HOSTS[1], port=port)
+        )
+        wait_for(lambda: link_up(replica), "replica never synced")
+        sentinel = stack.enter_context(
+            local_redis(tmp_path / "s", sentinel_conf, PASSWORD, host=HOSTS[2], sentinel=True)
+        )
+        wait_for(lambda: failover_accepted(sentinel), "the Sentinel never took the failover")
+        saved = tmp_path / "s" / "redis.conf"
+        promoted = f"sentinel monitor mymaster {HOSTS[1]} {port}"
+        wait_for(lambda: promoted in saved.read_text(), "the failover was never saved")
+        state = saved.read_text()
+    init = tmp_path / "init"
+    (init / "conf").mkdir(parents=True)
+    (init / "conf" / "sentinel.conf").write_text(state)
+    # Nobody answers (a full restart): the saved state decides.
+    conf = run_script(init, "sentinel-init.sh", "shop-shopipe-sentinel-0", {})
+    assert f"sentinel monitor mymaster {HOSTS[1]} 6379 2" in conf
+    epochs = [line for line in conf.splitlines() if "epoch" in line]
+    assert "sentinel current-epoch 1" in epochs
+    assert "sentinel config-epoch mymaster 1" in epochs
