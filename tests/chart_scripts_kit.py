@@ -176,3 +176,14 @@ def local_redis(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def written(master: redis.Redis, key: str, value: str) -> bool:
+    """SET on a master with the chart's min-replicas-to-write: False while it refuses
+    (NOREPLICAS: it counts a replica only once the replica's first acknowledgement arrived)."""
+    try:
+        return bool(master.set(key, value))
+    except redis.ResponseError as e:
+        if "NOREPLICAS" in str(e):
+            return False
+        raise

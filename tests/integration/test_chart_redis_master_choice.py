@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.chart_scripts_kit import FILES, R, free_port, local_redis, run_script
+from tests.chart_scripts_kit import FILES, R, free_port, local_redis, run_script, written
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_with_the_master_gone_the_most_replicated_replica_leads(tmp_path, conf):
                 for h in HOSTS[1:]
             )
             wait_for(lambda: link_up(ahead) and link_up(behind), "replicas never synced")
-            m.set("k", "1")
+            wait_for(lambda: written(m, "k", "1"), "the master never counted its replicas")
             assert m.execute_command("WAIT", 2, 5000) == 2
             behind.replicaof(GONE, port)  # detached: its offset stays where it was
             for i in range(100):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.chart_scripts_kit import R, local_redis, run_script
+from tests.chart_scripts_kit import R, local_redis, run_script, written
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,12 @@ def test_pods_of_adjacent_steps_replicate_and_serve_both_sides(tmp_path, step, m
             tmp_path / "r", replica_conf, STEPS[r_step][0], replicaof=port_of(master)
         ) as replica:
             wait_in_sync(replica)
-            master.set("rotation", str(step))
+            # min-replicas-to-write 1 (the chart's policy): the master counts the replica once
+            # its first acknowledgement arrived, a moment after the link is up.
+            deadline = time.monotonic() + 15
+            while not written(master, "rotation", str(step)):
+                assert time.monotonic() < deadline, "the master never counted its replica"
+                time.sleep(0.05)
             master.execute_command("WAIT", 1, 5000)
             assert replica.get("rotation") == str(step)
             # Clients of both steps (apps roll at the same time) are served by both servers.
