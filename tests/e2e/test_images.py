@@ -183,12 +183,14 @@ def pod(images: None, stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         )  # fmt: skip
         spec = deploy["spec"]["template"]["spec"]
         (container,) = spec["containers"]
-        port = free_ports(1, info.bind)[0]
+        port, ops = free_ports(2, info.bind)
         name = f"shopipe-test-{component}-{tag}"
         env = chart_env(objs, {"metadata": {"name": name}}, container, secrets)
         wiring = info.receiver_env() if component == "receiver" else info.service_env()
         wiring.pop("SHOPIPE_STATE_DIR")
         env.update({**wiring, "SHOPIPE_HTTP_PORT": str(port), **extra})
+        if "SHOPIPE_OPS_PORT" in env:  # the receiver's ops listener: free ports, host network
+            env["SHOPIPE_OPS_PORT"] = str(ops)
         env_file = tmp_path_factory.mktemp("env") / f"{component}.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         env_file.chmod(0o600)
@@ -236,6 +238,8 @@ def test_receiver_serves_a_signed_webhook_and_the_worker_processes_it(
     receiver = pod("receiver")
     worker = pod("worker")
     assert receiver.get("/healthz")[0] == 200
+    # As the chart runs it: /metrics is on the ops port only, never on the webhook port.
+    assert receiver.get("/metrics")[0] == 404
     body = sample(TOPIC)
     headers = signed_headers(TOPIC, body, stack.info.shopify_secret)
     resp = httpx.post(receiver.url("/webhooks/shopify"), content=body, headers=headers, timeout=10)

@@ -324,3 +324,25 @@ async def test_idle_connections_close_after_the_configured_keepalive(stack: Stac
             writer.close()
             await writer.wait_closed()
     assert 0.5 < idle < 4, idle
+
+
+@pytest.mark.asyncio
+async def test_ops_port_serves_ops_endpoints_and_the_webhook_port_only_webhooks(
+    stack: Stack,
+) -> None:
+    """With SHOPIPE_OPS_PORT (what the chart sets), a public webhook port shows no metrics or
+    status, only whether the receiver is healthy and ready."""
+    async with running(settings_for(stack, SHOPIPE_OPS_PORT="0")) as r:
+        assert r.ops != r.base
+        body = b'{"id": 7}'
+        assert (await post(r.url, body, signed_headers("shop/redact", body, SECRET))).is_success
+        async with httpx.AsyncClient(timeout=10) as c:
+            for path in ("/metrics", "/status"):
+                assert (await c.get(r.base + path)).status_code == 404, path
+                assert (await c.get(r.ops + path)).status_code == 200, path
+            for path in ("/readyz", "/healthz"):  # a load balancer's health check: both ports
+                assert (await c.get(r.base + path)).status_code == 200, path
+                assert (await c.get(r.ops + path)).status_code == 200, path
+            assert "shopipe_receiver_requests_total" in (await c.get(r.ops + "/metrics")).text
+            assert (await c.get(r.ops + "/status")).json()["service"] == "receiver"
+            assert (await c.post(r.ops + "/webhooks/shopify", content=body)).status_code == 404

@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from shopipe_devstack import Stack, services
 from shopipe_devstack.state import free_ports
@@ -36,8 +37,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], seconds: float = 30) 
         time.sleep(0.05)
 
 
-def test_receiver_process_accepts_what_send_sends_and_stops_on_sigterm(stack: Stack) -> None:
-    port = free_ports(1)[0]
+def start_receiver(stack: Stack, port: int, **extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
     env.update(stack.info.receiver_env())
     env.update(
@@ -46,14 +46,31 @@ def test_receiver_process_accepts_what_send_sends_and_stops_on_sigterm(stack: St
             "SHOPIPE_HTTP_HOST": "127.0.0.1",
             "SHOPIPE_HTTP_PORT": str(port),
             "SHOPIPE_STREAM": f"test:{uuid.uuid4().hex}",
+            **extra,
         }
     )
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "shopipe", "receiver"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, then the process's stderr (killed after a deadline)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err.decode()
+
+
+def test_receiver_process_accepts_what_send_sends_and_stops_on_sigterm(stack: Stack) -> None:
+    port = free_ports(1)[0]
+    proc = start_receiver(stack, port)
     try:
         wait_healthy(port, proc)
         sent = subprocess.run(
@@ -79,15 +96,9 @@ def test_receiver_process_accepts_what_send_sends_and_stops_on_sigterm(stack: St
         assert wrong.returncode == 1
         assert "401 x 1" in wrong.stdout
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
+        text = stop(proc)
     # A graceful stop on SIGTERM is a clean exit, not a death by signal.
     assert proc.returncode == 0
-    text = err.decode()
     assert "every open segment written" in text
     assert SECRET not in text
     assert '"outcome":"accepted"' in text  # JSON access lines
@@ -141,3 +152,25 @@ def test_send_and_backlog_beside_the_dev_stack_take_their_settings_from_dev_env(
         assert "stream_length" in backlog.stdout
     finally:
         stack.table.stop(receiver.name)
+
+
+def test_receiver_process_serves_ops_endpoints_only_on_its_ops_port(stack: Stack) -> None:
+    """As the chart runs it: the webhook port (public behind a LoadBalancer) has no /metrics."""
+    port, ops = free_ports(2)
+    proc = start_receiver(stack, port, SHOPIPE_OPS_PORT=str(ops))
+    try:
+        wait_healthy(ops, proc)
+        with httpx.Client(timeout=5) as c:
+            for path in ("/metrics", "/status"):
+                assert c.get(f"http://127.0.0.1:{port}{path}").status_code == 404, path
+            assert c.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+            assert c.get(f"http://127.0.0.1:{ops}/metrics").status_code == 200
+            assert c.get(f"http://127.0.0.1:{ops}/status").status_code == 200
+            # The webhook path is served on the webhook port only (unsigned: 401).
+            hook = "/webhooks/shopify"
+            assert c.post(f"http://127.0.0.1:{port}{hook}", content=b"{}").status_code == 401
+            assert c.post(f"http://127.0.0.1:{ops}{hook}", content=b"{}").status_code == 404
+    finally:
+        text = stop(proc)
+    assert proc.returncode == 0
+    assert "every open segment written" in text

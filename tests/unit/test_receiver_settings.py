@@ -1,5 +1,6 @@
 """The receiver's bounds are validated at start: the answer deadline stays below Shopify's 5 s,
-the body-memory budget holds at least one body of the largest accepted size."""
+the body-memory budget holds at least one body of the largest accepted size, the ops port is
+not the webhook port."""
 
 from __future__ import annotations
 
@@ -34,3 +35,10 @@ def test_a_memory_budget_below_one_body_is_refused() -> None:
     env = {**BASE, "SHOPIPE_MAX_BODY_BYTES": "100000", "SHOPIPE_MAX_BODY_BYTES_IN_MEMORY": "99999"}
     with pytest.raises(ConfigError, match="SHOPIPE_MAX_BODY_BYTES_IN_MEMORY"):
         load_settings(ReceiverSettings, env)
+
+
+def test_the_ops_port_is_optional_and_must_differ_from_the_webhook_port() -> None:
+    assert load_settings(ReceiverSettings, BASE).ops_port is None
+    assert load_settings(ReceiverSettings, {**BASE, "SHOPIPE_OPS_PORT": "9090"}).ops_port == 9090
+    with pytest.raises(ConfigError, match="SHOPIPE_OPS_PORT must differ"):
+        load_settings(ReceiverSettings, {**BASE, "SHOPIPE_OPS_PORT": "8080"})

@@ -5,58 +5,68 @@
 # Passwords come from the environment (the Secret); they are written only to the pod's
 # private emptyDir, never to a ConfigMap or the command line.
 set -eu
+. "$(dirname "$0")/redis-lib.sh"
 
 : "${REDIS_PASSWORD:?}" "${SENTINEL_PASSWORD:?}" "${MASTER_NAME:?}"
 : "${REDIS_HEADLESS:?}" "${SENTINEL_STS:?}" "${SENTINEL_HEADLESS:?}" "${SENTINEL_REPLICAS:?}"
 : "${REDIS_STS:?}" "${REDIS_REPLICAS:?}" "${CONF_DIR:?}"
 
 me="$(hostname).${REDIS_HEADLESS}"
-master=""
-i=0
-while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
-    s="${SENTINEL_STS}-${i}.${SENTINEL_HEADLESS}"
-    reply="$(REDISCLI_AUTH="$SENTINEL_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$s" -p 26379 \
-        --raw SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
-    case "$reply" in
-        ""|*ERR*|*NOAUTH*|*WRONGPASS*) ;;
-        *) master="$reply"; break ;;
-    esac
-    i=$((i + 1))
-done
-if [ -z "$master" ]; then
-    # No Sentinel answered (all restarted, or their state lost). Pod 0 is not a safe guess: it
-    # may be a lagging replica. Ask the Redis pods still running: a master is followed; a replica
-    # points at the master it follows; with several, the one that replicated most wins.
-    best=""; best_off=-1
+
+# The master the Sentinels report, if any answers.
+sentinels_say() {
     i=0
-    while [ "$i" -lt "${REDIS_REPLICAS:-0}" ]; do
-        r="${REDIS_STS}-${i}.${REDIS_HEADLESS}"
-        if [ "$r" != "$me" ]; then
-            info="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$r" -p 6379 \
-                --raw INFO replication 2>/dev/null | tr -d '\r' || true)"
-            role="$(printf '%s\n' "$info" | sed -n 's/^role://p')"
-            case "$role" in
-                master) cand="$r" ;;
-                slave) cand="$(printf '%s\n' "$info" | sed -n 's/^master_host://p')" ;;
-                *) cand="" ;;
-            esac
-            off="$(printf '%s\n' "$info" | sed -n 's/^master_repl_offset://p')"
-            case "$off" in ''|*[!0-9]*) off=0 ;; esac
-            if [ -n "$cand" ] && [ "$off" -gt "$best_off" ]; then best="$cand"; best_off="$off"; fi
-        fi
+    while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
+        s="${SENTINEL_STS}-${i}.${SENTINEL_HEADLESS}"
+        reply="$(REDISCLI_AUTH="$SENTINEL_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$s" \
+            -p 26379 --raw SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+        case "$reply" in
+            ""|*ERR*|*NOAUTH*|*WRONGPASS*) ;;
+            *) echo "$reply"; return 0 ;;
+        esac
         i=$((i + 1))
     done
-    if [ -n "$best" ]; then
-        master="$best"
-        echo "redis-init: no Sentinel answered; the running Redis pods point at $master (offset $best_off)"
-    else
-        # Nobody runs: first start of the whole set, pod 0 leads.
+}
+
+# The other Redis pods that answer, one redis_survey line each.
+survey_others() {
+    i=0
+    while [ "$i" -lt "$REDIS_REPLICAS" ]; do
+        r="${REDIS_STS}-${i}.${REDIS_HEADLESS}"
+        [ "$r" = "$me" ] || redis_survey "$r" 6379
+        i=$((i + 1))
+    done
+}
+
+# A pod with data restarts an existing set: when nobody answers at once (a full restart: the
+# Sentinels are starting too, with their state on their volumes), wait for them rather than
+# guess. Only a first start, with an empty volume, may lead without asking.
+wait_until=0
+if [ -n "$(ls -A "${DATA_DIR:-/data}" 2>/dev/null)" ]; then
+    wait_until=$(( $(date +%s) + ${BOOT_WAIT_SECONDS:-120} ))
+fi
+while :; do
+    master="$(sentinels_say)"
+    if [ -n "$master" ]; then
+        echo "redis-init: Sentinels report master $master"
+        break
+    fi
+    # No Sentinel answered. Pod 0 is not a safe guess: it may be a lagging replica. Ask the Redis
+    # pods still running (redis-lib.sh, choose_master: a master, or the most replicated replica).
+    master="$(survey_others | choose_master "$me")"
+    if [ -n "$master" ]; then
+        echo "redis-init: no Sentinel answered; the running Redis pods point at $master"
+        break
+    fi
+    if [ "$(date +%s)" -ge "$wait_until" ]; then
+        # Nobody runs: first start of the whole set (or nobody came back in time), pod 0 leads.
         master="${REDIS_STS}-0.${REDIS_HEADLESS}"
         echo "redis-init: no Sentinel and no Redis answered; bootstrap master is $master"
+        break
     fi
-else
-    echo "redis-init: Sentinels report master $master"
-fi
+    echo "redis-init: nobody answers yet; this pod has data, so it waits for the Sentinels"
+    sleep 2
+done
 
 umask 077
 conf="$CONF_DIR/redis.conf"
@@ -71,7 +81,7 @@ port 6379
 bind * -::*
 protected-mode no
 dir /data
-requirepass "${REDIS_PASSWORD}"
+$(auth_lines "$REDIS_PASSWORD" "${REDIS_EXTRA_PASSWORD:-}")
 masterauth "${REDIS_PASSWORD}"
 # Replicas announce their stable DNS name, which Sentinel resolves (resolve-hostnames).
 replica-announce-ip ${me}

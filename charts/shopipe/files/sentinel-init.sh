@@ -1,9 +1,11 @@
 #!/bin/sh
 # Writes sentinel.conf for this pod before Sentinel starts (init container, official redis image).
-# A restarted Sentinel learns the current master from its peers (or from the Redis pods' ROLE),
-# so it never points back at an old master. Sentinel rewrites this file as it learns: it lives
-# in the pod's emptyDir.
+# A restarted Sentinel learns the current master from its peers, else from the Redis pods' ROLE,
+# else from its own saved state, so it never points back at an old master. Sentinel rewrites
+# this file as it learns: it lives in the pod's memory, or on a volume when
+# redis.sentinel.persistence is on (then it survives the pod, for a full restart).
 set -eu
+. "$(dirname "$0")/redis-lib.sh"
 
 : "${REDIS_PASSWORD:?}" "${SENTINEL_PASSWORD:?}" "${MASTER_NAME:?}" "${QUORUM:?}"
 : "${REDIS_STS:?}" "${REDIS_HEADLESS:?}" "${REDIS_REPLICAS:?}"
@@ -25,7 +27,7 @@ while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
     i=$((i + 1))
 done
 if [ -z "$master" ]; then
-    # No peer knows: ask the Redis pods which one is a master.
+    # No peer knows: ask the Redis pods which one is a master now.
     i=0
     while [ "$i" -lt "$REDIS_REPLICAS" ]; do
         r="${REDIS_STS}-${i}.${REDIS_HEADLESS}"
@@ -34,6 +36,18 @@ if [ -z "$master" ]; then
         if [ "$role" = "master" ]; then master="$r"; break; fi
         i=$((i + 1))
     done
+fi
+# The state this Sentinel wrote last time (Sentinel rewrites its file at every change: master,
+# epochs), kept when its directory is a volume (redis.sentinel.persistence): after a full restart
+# nobody runs, and it is what remembers the master.
+prev="$CONF_DIR/sentinel.conf"
+epochs=""
+if [ -f "$prev" ]; then
+    epochs="$(grep -E "^sentinel (current-epoch|(config|leader)-epoch ${MASTER_NAME}) " "$prev" || true)"
+    if [ -z "$master" ]; then
+        master="$(sed -n "s/^sentinel monitor ${MASTER_NAME} \([^ ]*\) .*/\1/p" "$prev" | head -n 1)"
+        [ -z "$master" ] || echo "sentinel-init: nobody answered; the master of the saved state is $master"
+    fi
 fi
 if [ -z "$master" ]; then
     master="${REDIS_STS}-0.${REDIS_HEADLESS}"
@@ -47,14 +61,16 @@ fi
 myid="$(printf '%s/%s' "$MASTER_NAME" "$me" | sha1sum | cut -c1-40)"
 
 umask 077
-cat > "$CONF_DIR/sentinel.conf" <<CONF
+# Written beside, then moved over the old file: never half a file on the volume, always 0600.
+new="$CONF_DIR/.sentinel.conf.new"
+cat > "$new" <<CONF
 port 26379
 sentinel myid ${myid}
 # Host names, not pod IPs: IPs change on every restart, the StatefulSet names do not.
 sentinel resolve-hostnames yes
 sentinel announce-hostnames yes
 sentinel announce-ip ${me}
-requirepass "${SENTINEL_PASSWORD}"
+$(auth_lines "$SENTINEL_PASSWORD" "${SENTINEL_EXTRA_PASSWORD:-}")
 sentinel sentinel-pass "${SENTINEL_PASSWORD}"
 sentinel monitor ${MASTER_NAME} ${master} 6379 ${QUORUM}
 sentinel auth-pass ${MASTER_NAME} "${REDIS_PASSWORD}"
@@ -62,3 +78,6 @@ sentinel down-after-milliseconds ${MASTER_NAME} ${DOWN_AFTER_MS:-5000}
 sentinel failover-timeout ${MASTER_NAME} ${FAILOVER_TIMEOUT_MS:-60000}
 sentinel parallel-syncs ${MASTER_NAME} 1
 CONF
+# Epochs never go back: a Sentinel that forgot them could vote in an election already held.
+[ -z "$epochs" ] || printf '%s\n' "$epochs" >> "$new"
+mv -f "$new" "$CONF_DIR/sentinel.conf"

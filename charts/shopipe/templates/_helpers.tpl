@@ -127,7 +127,7 @@ podAntiAffinity:
 {{- end -}}
 {{- end -}}
 
-{{/* Environment of every shopipe container: its pod name, its port, the credentials. Settings
+{{/* Environment of every shopipe container: its pod name, its ports, the credentials. Settings
      come from the ConfigMaps; only secretKeyRef carries anything secret. */}}
 {{- define "shopipe.env" -}}
 - name: SHOPIPE_POD_NAME
@@ -139,6 +139,8 @@ podAntiAffinity:
 {{- $secret := include "shopipe.secretName" .root }}
 {{- $optional := not .root.Values.redis.enabled }}
 {{- if eq .component "receiver" }}
+- name: SHOPIPE_OPS_PORT
+  value: "9090"
 - name: SHOPIPE_SHOPIFY_SECRETS
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: shopify-secrets}
@@ -184,16 +186,35 @@ checksum/secret: {{ include "shopipe.secretChecksum" .root }}
 {{- end -}}
 {{- end -}}
 
-{{/* Writable scratch space; the root filesystem is read-only. */}}
+{{/* Writable scratch space; the root filesystem is read-only. And the CA of an external Redis
+     over TLS, where one is set. */}}
 {{- define "shopipe.tmpVolume" -}}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- with include "shopipe.redisCA" .Values }}
+- name: redis-ca
+  configMap:
+    name: {{ . }}
+    items:
+      - {key: {{ $.Values.redis.external.tls.caKey }}, path: {{ $.Values.redis.external.tls.caKey }}}
+{{- end }}
 {{- end -}}
 
 {{- define "shopipe.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- if include "shopipe.redisCA" .Values }}
+- name: redis-ca
+  mountPath: /etc/shopipe/redis-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The ConfigMap with the CA of an external Redis over TLS (redis.external.tls), if any. */}}
+{{- define "shopipe.redisCA" -}}
+{{- $t := .redis.external.tls -}}
+{{- if and $t.enabled $t.caConfigMap (not .redis.enabled) }}{{ $t.caConfigMap }}{{ end -}}
 {{- end -}}
 
 {{/* "true" when the cluster serves the Prometheus Operator's CRD of .kind. Without it a

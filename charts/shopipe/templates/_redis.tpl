@@ -15,6 +15,13 @@
 - name: SENTINEL_PASSWORD
   valueFrom:
     secretKeyRef: {name: {{ include "shopipe.secretName" . }}, key: sentinel-password}
+# Accepted beside the passwords above while rotating them (docs/operations.md); usually absent.
+- name: REDIS_EXTRA_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "shopipe.secretName" . }}, key: redis-password-extra, optional: true}
+- name: SENTINEL_EXTRA_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "shopipe.secretName" . }}, key: sentinel-password-extra, optional: true}
 - name: MASTER_NAME
   value: {{ .Values.redis.masterName | quote }}
 - name: REDIS_STS

@@ -61,11 +61,23 @@ class CommonSettings:
     )
     sentinel_master: str = setting("mymaster", help="Name of the master the Sentinels monitor.")
     redis_url: str = setting(
-        "", help="Fixed Redis address redis://host:port/db, used only when no Sentinel is set."
+        "",
+        help="Fixed Redis address redis://host:port/db (rediss:// for TLS), used only when no "
+        "Sentinel is set.",
     )
     redis_password: Secret | None = setting(None, help="Password of the Redis master/replicas.")
     sentinel_password: Secret | None = setting(
         None, help="Password of the Sentinels (defaults to none)."
+    )
+    redis_tls: bool = setting(
+        False,
+        help="Talk TLS to Redis and the Sentinels (a managed or external Redis); "
+        "SHOPIPE_REDIS_URL rediss://... turns it on too. The in-chart Redis speaks plain TCP.",
+    )
+    redis_tls_ca_file: str = setting(
+        "",
+        help="PEM file of the CA that signed the Redis and Sentinel certificates (with "
+        "SHOPIPE_REDIS_TLS). Empty: the system's CAs.",
     )
     redis_timeout_seconds: float = setting(
         2.0, unit="seconds", minimum=0.05, help="Connect and command timeout for Redis."
@@ -101,6 +113,14 @@ class CommonSettings:
 @dataclasses.dataclass(frozen=True)
 class ReceiverSettings(CommonSettings):
     http_port: int = setting(8080, unit="port", minimum=0, help="Receiver HTTP port.")
+    ops_port: int | None = setting(
+        None,
+        unit="port",
+        minimum=0,
+        help="Port of /metrics, /status, /readyz and /healthz; the webhook port then serves "
+        "only webhooks and the two health checks (the chart sets it: the webhook port may be "
+        "public). Empty: everything on SHOPIPE_HTTP_PORT.",
+    )
     shopify_secrets: tuple[Secret, ...] = setting(
         help="Shopify app client secrets, comma separated; any one verifies (rotation)."
     )
@@ -181,6 +201,11 @@ class ReceiverSettings(CommonSettings):
     )
 
     def __post_init__(self) -> None:
+        if self.ops_port is not None and self.ops_port == self.http_port != 0:
+            raise ConfigError(
+                "invalid configuration: SHOPIPE_OPS_PORT must differ from SHOPIPE_HTTP_PORT "
+                "(leave it empty to serve both on one port)"
+            )
         if self.max_body_bytes_in_memory < self.max_body_bytes:
             raise ConfigError(
                 "invalid configuration: SHOPIPE_MAX_BODY_BYTES_IN_MEMORY must be at least "

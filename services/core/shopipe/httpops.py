@@ -70,7 +70,18 @@ class _EmbeddedServer(uvicorn.Server):
 class _MainServer(uvicorn.Server):
     """uvicorn as a process's main loop: SIGTERM/SIGINT stop it gracefully and the process
     then exits 0 (uvicorn's own handling re-raises the signal, which Kubernetes and shells
-    report as a crash)."""
+    report as a crash). ``on_started`` runs once its socket listens."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            await self._on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -105,10 +116,18 @@ def run_process(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def run_main(app: Any, host: str, port: int, **options: Any) -> int:
-    """Serve ``app`` until SIGTERM/SIGINT; returns the process exit code."""
+def run_main(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+    **options: Any,
+) -> int:
+    """Serve ``app`` until SIGTERM/SIGINT; returns the process exit code. ``on_started`` runs
+    once the port listens (after the app's lifespan startup)."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, **options)
-    run_process(_MainServer(config).serve())
+    run_process(_MainServer(config, on_started).serve())
     return 0
 
 

@@ -96,6 +96,8 @@ class RedisTarget:
     fixed: Address | None
     timeout: float
     db: int = 0
+    tls: bool = False
+    tls_ca_file: str = ""  # empty: the system's CAs
 
     @classmethod
     def from_settings(cls, s: CommonSettings) -> RedisTarget:
@@ -105,8 +107,8 @@ class RedisTarget:
             if not s.redis_url:
                 raise ConfigError("set SHOPIPE_SENTINELS (host:port,...) or SHOPIPE_REDIS_URL")
             url = urlparse(s.redis_url)
-            if url.scheme != "redis" or not url.hostname:
-                raise ConfigError("SHOPIPE_REDIS_URL: expected redis://host:port/db")
+            if url.scheme not in ("redis", "rediss") or not url.hostname:
+                raise ConfigError("SHOPIPE_REDIS_URL: expected redis://host:port/db or rediss://")
             fixed = (url.hostname, url.port or 6379)
             db = int(url.path.strip("/") or 0)
         return cls(
@@ -117,7 +119,16 @@ class RedisTarget:
             fixed=fixed,
             timeout=s.redis_timeout_seconds,
             db=db,
+            tls=s.redis_tls or s.redis_url.startswith("rediss://"),
+            tls_ca_file=s.redis_tls_ca_file,
         )
+
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's connection arguments for TLS (certificate and host name checked); none
+        without TLS."""
+        if not self.tls:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": self.tls_ca_file or None, "ssl_cert_reqs": "required"}
 
 
 def client(addr: Address, password: str | None, timeout: float, **kw: object) -> Redis:
@@ -135,11 +146,16 @@ def client(addr: Address, password: str | None, timeout: float, **kw: object) ->
 
 
 async def ask_once(
-    addr: Address, password: str | None, wait: float, fn: Callable[[Redis], Awaitable[T]]
+    addr: Address,
+    password: str | None,
+    wait: float,
+    fn: Callable[[Redis], Awaitable[T]],
+    **tls: Any,
 ) -> T | None:
     """``fn`` on a connection of its own to ``addr``, closed after: one question to one Sentinel
-    or Redis server. None when it did not answer within ``wait`` s (down, cut off, refusing)."""
-    r = client(addr, password, wait, decode_responses=True)
+    or Redis server. None when it did not answer within ``wait`` s (down, cut off, refusing).
+    ``tls``: the target's TLS options (RedisTarget.tls_options), if any."""
+    r = client(addr, password, wait, decode_responses=True, **tls)
     try:
         return await fn(r)
     except (rex.RedisError, OSError):
@@ -153,7 +169,8 @@ async def _ask_one(target: RedisTarget, sentinel: Address) -> Address | None:
         got = await r.sentinel_get_master_addr_by_name(target.master_name)
         return (str(got[0]), int(got[1])) if isinstance(got, tuple) else None
 
-    return await ask_once(sentinel, target.sentinel_password, target.timeout, ask)
+    tls = target.tls_options()
+    return await ask_once(sentinel, target.sentinel_password, target.timeout, ask, **tls)
 
 
 def majority(answers: Mapping[Address, Address | None], configured: int) -> Address | None:
@@ -188,7 +205,8 @@ async def _view_of(target: RedisTarget, sentinel: Address) -> tuple[Address, int
         up = sum(not (x["is_sdown"] or x["is_odown"]) for x in replicas)
         return (str(master["ip"]), int(master["port"])), up
 
-    return await ask_once(sentinel, target.sentinel_password, target.timeout, view)
+    tls = target.tls_options()
+    return await ask_once(sentinel, target.sentinel_password, target.timeout, view, **tls)
 
 
 async def replicas_to_wait_for(target: RedisTarget, master: Address) -> int | None:
@@ -214,13 +232,13 @@ async def replicas_to_wait_for(target: RedisTarget, master: Address) -> int | No
     return max([1, *counts])
 
 
-async def role_of(addr: Address, password: str | None, wait: float) -> str | None:
+async def role_of(addr: Address, password: str | None, wait: float, **tls: Any) -> str | None:
     """``master``, ``slave`` or ``sentinel`` (ROLE's first field); None without an answer."""
 
     async def role(r: Redis) -> str:
         return str((await r.role())[0])
 
-    return await ask_once(addr, password, wait, role)
+    return await ask_once(addr, password, wait, role, **tls)
 
 
 async def resolve_master(target: RedisTarget) -> Address:
@@ -233,7 +251,7 @@ async def resolve_master(target: RedisTarget) -> Address:
         if addr is None or addr in seen:
             continue
         seen.append(addr)
-        if await role_of(addr, target.password, target.timeout) == "master":
+        if await role_of(addr, target.password, target.timeout, **target.tls_options()) == "master":
             return addr
     raise RedisUnavailable(
         f"no confirmed master {target.master_name!r} (sentinels answered: {len(seen)})"
@@ -272,6 +290,7 @@ class MasterClient:
                     self.target.timeout,
                     client_name=self.name,
                     db=self.target.db,
+                    **self.target.tls_options(),
                 )
                 try:
                     await r.ping()

@@ -83,6 +83,7 @@ class Reconciler:
                 self.target.timeout,
                 client_name=connection_name("operator", self.s.pod_name),
                 db=self.target.db,
+                **self.target.tls_options(),
             )
         return self._redis
 
@@ -183,6 +184,7 @@ class Reconciler:
             suspects,
             self.target.password,
             self.target.timeout,
+            **self.target.tls_options(),
         )
         self.stale = self.tracker.observe(master, seen, self.clock())
         reported = {p.name: p.reported_master for p in seen}

@@ -89,7 +89,7 @@ class MasterWatch:
 
         t = self.target
         for s in t.sentinels:
-            found = await ask_once(s, t.sentinel_password, t.timeout, known)
+            found = await ask_once(s, t.sentinel_password, t.timeout, known, **t.tls_options())
             if found is not None:
                 return found
         return []
@@ -146,4 +146,5 @@ def _sentinel_client(addr: Address, target: RedisTarget, read_timeout: float | N
         socket_timeout=read_timeout,
         socket_connect_timeout=target.timeout,
         decode_responses=True,
+        **target.tls_options(),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
@@ -90,13 +91,14 @@ async def fetch_status(client: httpx.AsyncClient, url: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def connections_on(addr: Address, password: str | None, wait: float) -> list[str]:
-    """Pod names with a named shopipe connection on the Redis server ``addr``."""
+async def connections_on(addr: Address, password: str | None, wait: float, **tls: Any) -> list[str]:
+    """Pod names with a named shopipe connection on the Redis server ``addr`` (``tls``: the
+    target's TLS options)."""
 
     async def names(r: Redis) -> list[str]:
         return [str(c.get("name", "")) for c in await r.client_list(_type="normal")]
 
-    found = await ask_once(addr, password, wait, names) or []  # a dead server holds none
+    found = await ask_once(addr, password, wait, names, **tls) or []  # a dead server: none
     return [p for p in (pod_of_connection(n) for n in found) if p]
 
 
@@ -105,6 +107,7 @@ async def probe_pods(
     old_servers: Sequence[tuple[str, int]],
     password: str | None,
     wait: float,
+    **tls: Any,
 ) -> list[PodSeen]:
     """Ask each pod (name, status URL) for its master and each non-master server for its
     connections, all at once; every probe is bounded by ``wait`` seconds."""
@@ -112,7 +115,7 @@ async def probe_pods(
         statuses = await asyncio.gather(
             *(fetch_status(client, url) if url else _none() for _, url in pods)
         )
-    conns = await asyncio.gather(*(connections_on(a, password, wait) for a in old_servers))
+    conns = await asyncio.gather(*(connections_on(a, password, wait, **tls) for a in old_servers))
     where: dict[str, list[str]] = {}
     for addr, names in zip(old_servers, conns, strict=True):
         for name in names:

@@ -25,12 +25,12 @@ from shopipe import shopify, stream
 from shopipe.buffer import Buffer
 from shopipe.config import ReceiverSettings
 from shopipe.errors import ConfigError
-from shopipe.httpops import ops_app
+from shopipe.httpops import OpsServer, ops_app, serve
 from shopipe.logs import get_logger
 from shopipe.sentinel import MasterClient, RedisTarget
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shopipe_receiver import metrics
@@ -80,6 +80,8 @@ class Receiver:
         # /readyz once the store answers and no segment waits for a PUT slot.
         self.shedding = False
         self._announces: set[asyncio.Task[None]] = set()
+        self._ops_server: OpsServer | None = None
+        self.ops = ops_app(SERVICE, self.status, self.ready)
         self.starlette = self._build()
         # Wrapped: uvicorn takes a bound method for an ASGI2 app, an object with an async
         # __call__ for ASGI3.
@@ -110,6 +112,17 @@ class Receiver:
         core_metrics.set_build_info(SERVICE)
         log.info("receiver started", extra={"path": s.webhook_path})
 
+    async def serve_ops(self) -> None:
+        """Open the ops listener (SHOPIPE_OPS_PORT), once the webhook port listens: its /readyz
+        must not call the pod ready while webhooks would still be refused."""
+        s = self.settings
+        if s.ops_port is None or self._ops_server is not None:
+            return
+        # Its own listener, so a public webhook port (a LoadBalancer) exposes no /metrics or
+        # /status; the NetworkPolicy admits only Prometheus and the operator to this one.
+        self._ops_server = await serve(self.ops, s.http_host, s.ops_port)
+        log.info("ops endpoints served", extra={"port": self._ops_server.port})
+
     async def stop(self) -> None:
         if self.commit is not None:
             await self.commit.close()
@@ -126,6 +139,9 @@ class Receiver:
         if self.buffer is not None and self._own_buffer:
             self.buffer.close()
             self.buffer = None
+        if self._ops_server is not None:
+            await self._ops_server.stop()
+            self._ops_server = None
         log.info("receiver stopped; every open segment written")
 
     @contextlib.asynccontextmanager
@@ -135,6 +151,11 @@ class Receiver:
             yield
         finally:
             await self.stop()
+
+    @property
+    def ops_port(self) -> int | None:
+        """The bound port of the ops listener (SHOPIPE_OPS_PORT may be 0); None: none runs."""
+        return self._ops_server.port if self._ops_server is not None else None
 
     @property
     def pending_announces(self) -> int:
@@ -344,11 +365,17 @@ class Receiver:
         return True
 
     def _build(self) -> Starlette:
-        ops = ops_app(SERVICE, self.status, self.ready)
         # Webhooks reach Starlette only when ``_asgi`` passes them on (a root_path, another
         # method: 405); the route keeps those answers Starlette's.
         webhook = Route(self.settings.webhook_path, _Endpoint(self._routed), methods=["POST"])
-        routes = [webhook, *ops.routes]
+        routes: list[BaseRoute] = [webhook]
+        # With an ops port, the webhook port keeps only the health checks: a load balancer's
+        # (the NodeBalancer's check path) and the kubelet's probe the listener Shopify uses.
+        # /metrics and /status stay off it: it may be public.
+        health = ("/healthz", "/readyz")
+        for route in self.ops.routes:
+            if self.settings.ops_port is None or getattr(route, "path", "") in health:
+                routes.append(route)
         return Starlette(routes=routes, middleware=[Middleware(AccessLog)], lifespan=self.lifespan)
 
 
@@ -368,8 +395,3 @@ class _Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
-
-
-def create_app(settings: ReceiverSettings) -> ASGIApp:
-    """The ASGI app uvicorn serves (lifespan starts and stops the receiver)."""
-    return Receiver(settings).app

@@ -37,15 +37,17 @@ def run_receiver(_: argparse.Namespace) -> int:
     from shopipe.httpops import run_main
     from shopipe.logs import setup
 
-    from shopipe_receiver.app import create_app
+    from shopipe_receiver.app import Receiver
     from shopipe_receiver.server import uvicorn_options
 
     settings = load_settings(ReceiverSettings)
     setup("receiver", settings.log_level, settings.log_format)
+    receiver = Receiver(settings)
     return run_main(
-        create_app(settings),
+        receiver.app,
         settings.http_host,
         settings.http_port,
+        on_started=receiver.serve_ops,
         access_log=False,  # ours is JSON and leaves out what must not be logged
         lifespan="on",
         timeout_graceful_shutdown=15,

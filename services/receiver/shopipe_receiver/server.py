@@ -38,6 +38,7 @@ class Running:
     receiver: Receiver
     url: str  # the webhook URL
     base: str  # http://host:port
+    ops: str  # http://host:port of /metrics, /status...: base unless SHOPIPE_OPS_PORT is set
 
 
 async def _listening(host: str, port: int, seconds: float = 10.0) -> None:
@@ -68,7 +69,11 @@ async def running(settings: ReceiverSettings) -> AsyncIterator[Running]:
         try:
             await _listening(settings.http_host, server.port)
             base = f"http://{settings.http_host}:{server.port}"
-            yield Running(receiver, base + settings.webhook_path, base)
+            await receiver.serve_ops()
+            ops = base
+            if receiver.ops_port is not None:
+                ops = f"http://{settings.http_host}:{receiver.ops_port}"
+            yield Running(receiver, base + settings.webhook_path, base, ops)
         finally:
             await server.stop()
     finally:

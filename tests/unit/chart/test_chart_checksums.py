@@ -55,3 +55,55 @@ def test_an_existing_secret_is_hashed_too(chart):
         if o["kind"] in ("Deployment", "StatefulSet"):
             annotations = o["spec"]["template"]["metadata"].get("annotations", {})
             assert "checksum/secret" in annotations, o["metadata"]["name"]
+
+
+def test_a_second_accepted_password_reaches_redis_and_sentinels_and_rolls_everyone(chart):
+    """The middle step of a rotation (docs/operations.md): the extra passwords go into the
+    Secret, only the Redis and Sentinel pods read them (optional: usually absent), and every
+    pod reading the Secret rolls."""
+    values = chart.chart_dir / "ci" / VALUES
+    base = chart.render("-f", values)
+    extra = chart.render(
+        "-f", values,
+        "--set", "secrets.redisExtraPassword=" + "x" * 20,
+        "--set", "secrets.sentinelExtraPassword=" + "y" * 20,
+    )  # fmt: skip
+    secret = next(o for o in extra if o["kind"] == "Secret")["stringData"]
+    assert (secret["redis-password-extra"], secret["sentinel-password-extra"]) == (
+        "x" * 20,
+        "y" * 20,
+    )
+    assert (
+        "redis-password-extra" not in next(o for o in base if o["kind"] == "Secret")["stringData"]
+    )
+    readers = set()
+    for o in extra:
+        if o["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for c in chart.containers(o["spec"]["template"]["spec"]):
+            refs = {
+                e["name"]: e["valueFrom"]["secretKeyRef"]
+                for e in c.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+            for name, key in (("REDIS_EXTRA_PASSWORD", "redis-password-extra"),
+                              ("SENTINEL_EXTRA_PASSWORD", "sentinel-password-extra")):  # fmt: skip
+                if name in refs:
+                    assert refs[name]["key"] == key
+                    assert refs[name]["optional"] is True
+                    readers.add(o["metadata"]["name"].rsplit("-", 1)[1])
+    assert readers == {"redis", "sentinel"}
+    before, after = secret_users(chart, base), secret_users(chart, extra)
+    for name, meta in before.items():
+        assert (
+            after[name]["annotations"]["checksum/secret"] != meta["annotations"]["checksum/secret"]
+        )
+
+
+def test_extra_passwords_are_refused_beside_an_existing_secret(chart):
+    proc = chart.template(
+        "-f", chart.chart_dir / "ci" / "minimal-values.yaml",
+        "--set", "secrets.redisExtraPassword=" + "x" * 20,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "redisExtraPassword" in proc.stderr

@@ -84,9 +84,9 @@ def test_images_are_pinned_and_never_latest(matrix, chart):
 
 def test_shopipe_containers_run_their_service_on_its_port_with_the_right_probes(matrix):
     expected = {
-        "receiver": (8080, "/readyz", "/healthz"),
-        "worker": (9090, "/healthz", "/healthz"),
-        "operator": (9091, "/healthz", "/healthz"),
+        "receiver": ([8080, 9090], "/readyz", "/healthz"),
+        "worker": ([9090], "/healthz", "/healthz"),
+        "operator": ([9091], "/healthz", "/healthz"),
     }
     seen = set()
     for values, objs in matrix.items():
@@ -97,9 +97,17 @@ def test_shopipe_containers_run_their_service_on_its_port_with_the_right_probes(
             seen.add(service)
             assert c["image"].split("/")[-1].startswith(f"shopipe-{service}:"), values
             assert c["args"] == [service], values
-            assert [p["containerPort"] for p in c["ports"]] == [port], values
+            assert [p["containerPort"] for p in c["ports"]] == port, values
             env = {e["name"]: e for e in c["env"]}
-            assert env["SHOPIPE_HTTP_PORT"]["value"] == str(port), values
+            assert env["SHOPIPE_HTTP_PORT"]["value"] == str(port[0]), values
+            if service == "receiver":
+                # /metrics and /status on their own port; the webhook port serves the probes.
+                assert env["SHOPIPE_OPS_PORT"]["value"] == str(port[1]), values
+                assert c["ports"][1]["name"] == "metrics"
+                for probe in ("readinessProbe", "livenessProbe"):
+                    assert c[probe]["httpGet"]["port"] == "http", values
+                annotations = d["spec"]["template"]["metadata"]["annotations"]
+                assert annotations["shopipe.io/status-port"] == str(port[1]), values
             assert env["SHOPIPE_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
             assert c["readinessProbe"]["httpGet"]["path"] == ready, values
             assert c["livenessProbe"]["httpGet"]["path"] == live, values

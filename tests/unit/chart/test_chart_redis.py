@@ -95,15 +95,31 @@ def test_passwords_come_from_the_secret_and_stay_in_memory(matrix, chart):
                 if "PASSWORD" in e["name"]:
                     ref = e["valueFrom"]["secretKeyRef"]
                     assert ref["name"] == secret["metadata"]["name"]
-                    assert ref["key"] in secret["stringData"]
+                    # The extra passwords (rotation) are optional: usually not in the Secret.
+                    assert ref["key"] in secret["stringData"] or ref.get("optional") is True
             # Probes read the password from the environment, never from argv literals.
             # (or run a script of the chart, which does the same: test_chart_redis_scripts.py).
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe in c:
                     cmd = c[probe]["exec"]["command"]
                     assert cmd[1].startswith("/scripts/") or 'REDISCLI_AUTH="$' in cmd[2]
-        conf = next(v for v in spec["volumes"] if v["name"] == "conf")
-        assert conf["emptyDir"]["medium"] == "Memory"
+        sts = chart.one(objs, "StatefulSet", suffix)
+        claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])]
+        if suffix == "-sentinel":
+            # Sentinel's state survives a full restart on a volume (redis.sentinel.persistence).
+            assert "conf" in claims
+            assert all(v["name"] != "conf" for v in spec["volumes"])
+        else:
+            conf = next(v for v in spec["volumes"] if v["name"] == "conf")
+            assert conf["emptyDir"]["medium"] == "Memory"
+    off = chart.render(
+        "-f", chart.chart_dir / "ci" / "inchart-redis-values.yaml",
+        "--set", "redis.sentinel.persistence.enabled=false",
+    )  # fmt: skip
+    sentinel = chart.one(off, "StatefulSet", "-sentinel")
+    assert "volumeClaimTemplates" not in sentinel["spec"]
+    conf = next(v for v in sentinel["spec"]["template"]["spec"]["volumes"] if v["name"] == "conf")
+    assert conf["emptyDir"]["medium"] == "Memory"
 
 
 def test_redis_and_sentinels_spread_over_nodes_with_disruption_budgets(matrix, chart):
@@ -175,3 +191,36 @@ def test_redis_requests_below_limits_are_refused(chart):
     )
     assert proc.returncode != 0
     assert "requests must equal limits" in proc.stderr
+
+
+def test_an_external_redis_over_tls_gets_the_setting_and_its_ca_in_every_app_pod(matrix, chart):
+    objs = matrix["external-redis-values.yaml"]
+    shared = chart.one(objs, "ConfigMap", "-shopipe")["data"]
+    assert shared["SHOPIPE_REDIS_TLS"] == "true"
+    path = shared["SHOPIPE_REDIS_TLS_CA_FILE"]
+    deployments = chart.find(objs, "Deployment")
+    assert len(deployments) == 2  # receiver and worker (no operator here)
+    for d in deployments:
+        spec = d["spec"]["template"]["spec"]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "redis-ca"]
+        assert volume["configMap"] == {
+            "name": "redis-ca",
+            "items": [{"key": "ca.pem", "path": "ca.pem"}],
+        }
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "redis-ca"]
+        assert mount["readOnly"] is True
+        assert path == f"{mount['mountPath']}/ca.pem"
+    # Without TLS (the other renderings), neither the setting nor the volume.
+    inchart = matrix["inchart-redis-values.yaml"]
+    assert "SHOPIPE_REDIS_TLS" not in chart.one(inchart, "ConfigMap", "-shopipe")["data"]
+    for d in chart.find(inchart, "Deployment"):
+        assert all(v["name"] != "redis-ca" for v in d["spec"]["template"]["spec"]["volumes"])
+
+
+def test_tls_for_the_in_chart_redis_is_refused(chart):
+    proc = chart.template(
+        "-f", chart.chart_dir / "ci" / "inchart-redis-values.yaml",
+        "--set", "redis.external.tls.enabled=true",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "the in-chart Redis speaks plain TCP" in proc.stderr

@@ -4,97 +4,11 @@ as the Sentinels and Redis pods of each scenario would."""
 
 from __future__ import annotations
 
-import os
-import stat
-import subprocess
-from pathlib import Path
-
 import pytest
 
+from tests.chart_scripts_kit import FILES, RH, SH, R, S, run_raw, run_script
+
 pytestmark = pytest.mark.unit
-
-FILES = Path(__file__).resolve().parents[3] / "charts/shopipe/files"
-R = "shop-shopipe-redis"
-RH = "shop-shopipe-redis-headless"
-S = "shop-shopipe-sentinel"
-SH = "shop-shopipe-sentinel-headless"
-
-# redis-cli stand-in: answers from files under $FAKE_DIR named after the host asked ("local"
-# without -h), like a Sentinel (get-master-addr-by-name, FAILOVER) or a Redis pod (ROLE, INFO
-# replication) would; no file: connection refused.
-FAKE_CLI = """#!/bin/sh
-host=""; cmd=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h) host="$2"; shift 2 ;;
-    -p) shift 2 ;;
-    --raw|--no-auth-warning) shift ;;
-    *) cmd="$cmd $1"; shift ;;
-  esac
-done
-[ -n "$REDISCLI_AUTH" ] || { echo "NOAUTH Authentication required."; exit 0; }
-[ -n "$host" ] || host=local
-case "$cmd" in
-  *get-master-addr-by-name*) f="$FAKE_DIR/sentinel.$host" ;;
-  *ROLE*) f="$FAKE_DIR/role.$host" ;;
-  *"INFO replication"*) f="$FAKE_DIR/info.$host" ;;
-  *"SENTINEL FAILOVER"*)
-    # A Sentinel that accepts: remember who was asked; the local master becomes a replica.
-    [ -f "$FAKE_DIR/failover.$host" ] || { echo "Could not connect" >&2; exit 1; }
-    echo "$host" >> "$FAKE_DIR/asked"; echo slave > "$FAKE_DIR/role.local"; echo OK; exit 0 ;;
-  *) exit 1 ;;
-esac
-[ -f "$f" ] || { echo "Could not connect to Redis at $host" >&2; exit 1; }
-cat "$f"
-"""
-
-
-def run_script(tmp_path: Path, name: str, me: str, answers: dict[str, str], **env: str) -> str:
-    proc = run_raw(tmp_path, name, me, answers, **env)
-    assert proc.returncode == 0, proc.stderr
-    conf = tmp_path / "conf"
-    out = conf / ("redis.conf" if name == "redis-init.sh" else "sentinel.conf")
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    return out.read_text()
-
-
-def run_raw(
-    tmp_path: Path, name: str, me: str, answers: dict[str, str], **env: str
-) -> subprocess.CompletedProcess[str]:
-    bin_dir = tmp_path / "bin"
-    fake = tmp_path / "fake"
-    conf = tmp_path / "conf"
-    for d in (bin_dir, fake, conf):
-        d.mkdir(exist_ok=True)
-    (bin_dir / "redis-cli").write_text(FAKE_CLI)
-    (bin_dir / "hostname").write_text(f"#!/bin/sh\necho {me}\n")
-    for tool in ("redis-cli", "hostname"):
-        (bin_dir / tool).chmod(stat.S_IRWXU)
-    for file, content in answers.items():
-        (fake / file).write_text(content)
-    base = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "FAKE_DIR": str(fake),
-        "REDIS_PASSWORD": "redis-pass-0123456789",
-        "SENTINEL_PASSWORD": "sentinel-pass-0123456789",
-        "MASTER_NAME": "mymaster",
-        "REDIS_STS": R,
-        "REDIS_HEADLESS": RH,
-        "REDIS_REPLICAS": "3",
-        "SENTINEL_STS": S,
-        "SENTINEL_HEADLESS": SH,
-        "SENTINEL_REPLICAS": "3",
-        "QUORUM": "2",
-        "CONF_DIR": str(conf),
-    }
-    return subprocess.run(
-        ["sh", str(FILES / name)],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def sentinel_says(host: str) -> dict[str, str]:
@@ -257,7 +171,14 @@ def test_the_redis_pods_run_the_hook_and_the_readiness_check(matrix, chart):
 
 def test_the_chart_ships_these_very_scripts(matrix, chart):
     cm = chart.one(matrix["inchart-redis-values.yaml"], "ConfigMap", "-redis-scripts")
-    for name in ("redis-init.sh", "sentinel-init.sh", "redis-ready.sh", "redis-prestop.sh"):
+    names = (
+        "redis-lib.sh",
+        "redis-init.sh",
+        "sentinel-init.sh",
+        "redis-ready.sh",
+        "redis-prestop.sh",
+    )
+    for name in names:
         assert cm["data"][name].strip() == (FILES / name).read_text().strip()
 
 
@@ -293,3 +214,97 @@ def test_an_override_from_the_values_comes_after_the_policy(tmp_path):
 def test_the_chart_ships_the_shared_policy(matrix, chart):
     cm = chart.one(matrix["inchart-redis-values.yaml"], "ConfigMap", "-redis-scripts")
     assert cm["data"]["redis.conf"].strip() == (FILES / "redis.conf").read_text().strip()
+
+
+def test_while_rotating_redis_accepts_both_passwords_and_uses_the_first(tmp_path):
+    conf = run_script(
+        tmp_path, "redis-init.sh", f"{R}-1", {}, REDIS_EXTRA_PASSWORD="redis-next-0123456789"
+    )
+    assert 'user default on ">redis-pass-0123456789" ">redis-next-0123456789" ~* &* +@all' in conf
+    assert "requirepass" not in conf  # it would hold only one of them
+    assert 'masterauth "redis-pass-0123456789"' in conf
+
+
+def test_while_rotating_sentinels_accept_both_passwords_and_use_the_first(tmp_path):
+    conf = run_script(
+        tmp_path, "sentinel-init.sh", f"{S}-1", {}, SENTINEL_EXTRA_PASSWORD="sent-next-0123456789"
+    )
+    both = 'user default on ">sentinel-pass-0123456789" ">sent-next-0123456789" ~* &* +@all'
+    assert both in conf
+    assert "requirepass" not in conf
+    assert 'sentinel sentinel-pass "sentinel-pass-0123456789"' in conf
+    assert 'sentinel auth-pass mymaster "redis-pass-0123456789"' in conf
+
+
+def test_without_sentinels_a_running_master_wins_over_any_replica(tmp_path):
+    answers = {
+        f"info.{pod(0)}": info("slave", 900, pod(1), link="down"),
+        f"info.{pod(1)}": info("master", 100),
+    }
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-2", answers)
+    assert replicaof(conf) == pod(1)
+
+
+def test_without_sentinels_and_master_the_replica_with_the_highest_offset_is_chosen(tmp_path):
+    """The master is gone (its replicas' links are down): not pod 0, and not the dead master,
+    but the replica that replicated most."""
+    answers = {
+        f"info.{pod(1)}": info("slave", 700, pod(2), link="down"),
+        f"info.{pod(3)}": info("slave", 900, pod(2), link="down"),
+    }
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", answers, REDIS_REPLICAS="4")
+    assert replicaof(conf) == pod(3)
+
+
+def test_the_restarting_master_its_replicas_still_point_at_leads_again(tmp_path):
+    """Following the replica that follows this pod would make a loop: this pod leads."""
+    answers = {f"info.{pod(1)}": info("slave", 900, pod(0), link="down")}
+    conf = run_script(tmp_path, "redis-init.sh", f"{R}-0", answers)
+    assert replicaof(conf) is None
+
+
+def test_a_pod_with_data_waits_for_the_sentinels_before_making_pod_zero_master(tmp_path):
+    data = tmp_path / "data"
+    (data / "appendonlydir").mkdir(parents=True)
+    proc = run_raw(tmp_path, "redis-init.sh", f"{R}-0", {}, DATA_DIR=str(data),
+                   BOOT_WAIT_SECONDS="1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "this pod has data, so it waits for the Sentinels" in proc.stdout
+    assert "bootstrap master" in proc.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_raw(tmp_path, "redis-init.sh", f"{R}-0", {}, DATA_DIR=str(empty))
+    assert "waits" not in proc.stdout  # a first start leads at once
+
+
+SAVED_STATE = f"""port 26379
+sentinel myid 0123456789012345678901234567890123456789
+requirepass "an-old-sentinel-password"
+sentinel monitor mymaster {R}-2.{RH} 6379 2
+sentinel config-epoch mymaster 7
+sentinel leader-epoch mymaster 7
+sentinel current-epoch 7
+sentinel known-replica mymaster {R}-0.{RH} 6379
+"""
+
+
+def test_after_a_full_restart_a_sentinel_monitors_the_master_of_its_saved_state(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "sentinel.conf").write_text(SAVED_STATE)
+    conf = run_script(tmp_path, "sentinel-init.sh", f"{S}-0", {})
+    assert f"sentinel monitor mymaster {R}-2.{RH} 6379 2" in conf
+    for line in ("sentinel config-epoch mymaster 7", "sentinel leader-epoch mymaster 7",
+                 "sentinel current-epoch 7"):  # fmt: skip
+        assert line in conf.splitlines()
+    # The passwords and the rest are today's: only the master and the epochs are carried over.
+    assert "an-old-sentinel-password" not in conf
+    assert 'requirepass "sentinel-pass-0123456789"' in conf
+    assert conf.count("sentinel monitor") == 1
+
+
+def test_running_peers_and_redis_pods_know_better_than_the_saved_state(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "sentinel.conf").write_text(SAVED_STATE)
+    conf = run_script(tmp_path, "sentinel-init.sh", f"{S}-0", {f"role.{pod(1)}": "master\n"})
+    assert f"sentinel monitor mymaster {pod(1)} 6379 2" in conf
+    assert "sentinel current-epoch 7" in conf.splitlines()

@@ -20,6 +20,8 @@ BASE = "ci/inchart-redis-values.yaml"
 # Settings the chart sets itself (from values or per pod); users may not override them.
 MANAGED_COMMON = {
     "SHOPIPE_POD_NAME",
+    "SHOPIPE_REDIS_TLS",
+    "SHOPIPE_REDIS_TLS_CA_FILE",
     "SHOPIPE_HTTP_PORT",
     "SHOPIPE_SENTINELS",
     "SHOPIPE_SENTINEL_MASTER",
@@ -33,7 +35,7 @@ MANAGED_COMMON = {
     "SHOPIPE_REDIS_URL",
 }
 MANAGED = {
-    "receiver": {"SHOPIPE_SHOPIFY_SECRETS", "SHOPIPE_WEBHOOK_PATH"},
+    "receiver": {"SHOPIPE_SHOPIFY_SECRETS", "SHOPIPE_WEBHOOK_PATH", "SHOPIPE_OPS_PORT"},
     "worker": {"SHOPIPE_DRAIN_SECONDS"},
     "operator": {
         "SHOPIPE_BACKEND",
@@ -165,6 +167,22 @@ REJECTED: dict[str, tuple[list[str], str]] = {
     "negative drain": (["--set", "worker.drainSeconds=-1"], "/worker/drainSeconds"),
     "bad service type": (["--set", "receiver.service.type=External"], "/receiver/service/type"),
     "no resources limits": (["--set", "worker.resources.limits=null"], "missing property 'limits'"),
+    "the ops port the chart sets": (
+        ["--set", "receiver.settings.SHOPIPE_OPS_PORT=8081"],
+        "invalid propertyName 'SHOPIPE_OPS_PORT'",
+    ),
+    "egress address not a CIDR": (
+        ["--set", "networkPolicy.egress.s3.cidrs={s3.example.com}"],
+        "/networkPolicy/egress/s3/cidrs/0",
+    ),
+    "egress destination without ports": (
+        ["--set-json", 'networkPolicy.egress.destinations=[{"cidrs":["10.0.0.0/8"]}]'],
+        "missing property 'ports'",
+    ),
+    "short extra redis password": (
+        ["--set", "secrets.redisExtraPassword=short"],
+        "/secrets/redisExtraPassword",
+    ),
 }
 
 
