@@ -1,8 +1,9 @@
 """The bench's handler, loaded by the worker with ``SHOPIPE_HANDLERS=bench.handler``.
 
 It handles every topic and records, for each webhook, when it was received and when its handler
-ran (one line ``received_at done_at webhook_id`` appended to ``$BENCH_DONE_FILE``): end-to-end
-latency from receipt to handler done, exactly, rather than from histogram buckets.
+ran (one line ``received_at done_at webhook_id record_id`` appended to ``$BENCH_DONE_FILE``):
+end-to-end latency from receipt to handler done, exactly, rather than from histogram buckets;
+the record id names the segment, which the takeover phase matches with stream entries.
 
 It also counts the worker's S3 requests (``bench_s3_requests_total{op}`` on the worker's
 /metrics): the local store exposes no request metrics, and counting at the client is exact. The
@@ -39,7 +40,8 @@ def _counted(self: BaseClient, operation_name: str, api_params: Any) -> Any:
 async def record(event: Event, _: Context) -> None:
     HANDLED.inc()
     if _file is not None:
-        _file.write(f"{event.received_at:.6f} {time.time():.6f} {event.webhook_id}\n")
+        line = f"{event.received_at:.6f} {time.time():.6f} {event.webhook_id} {event.record_id}\n"
+        _file.write(line)
 
 
 def register(registry: Registry) -> None:
