@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run with small counts (~2 min)")
     ap.add_argument("--out", type=Path, help="where RESULTS.md, results.png and results.json go")
     ap.add_argument("--soak", type=float, help="seconds of the end-to-end soak")
+    ap.add_argument("--note", help="a sentence for the report, e.g. what else ran on the machine")
     ap.add_argument(
         "--receiver-env",
         action="append",
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             changes["soak_seconds"] = args.soak
         profile = Profile(**{**asdict(profile), **changes})
         results = run(profile, args.quick, phases)
+        if args.note:
+            results["meta"]["note"] = args.note
         name = "+".join(x for x in ORDER if x in phases)
         raw = (out if args.quick or args.out else HERE / "out" / name) / "results.json"
         raw.parent.mkdir(parents=True, exist_ok=True)

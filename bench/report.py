@@ -62,6 +62,8 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["phase_runs"] |= phase_runs(run)
         for keys in PHASES.values():
             out |= {k: run[k] for k in keys if k in run}
+    notes = [r.get("meta", {}).get("note") for r in runs]
+    out["meta"]["note"] = " ".join(dict.fromkeys(n for n in notes if n))  # each once
     out["meta"]["merged"] = len(runs)
     out["meta"]["quick"] = any(r.get("meta", {}).get("quick") for r in runs)
     out["duration_s"] = sum(float(r.get("duration_s", 0.0)) for r in runs)
@@ -110,6 +112,7 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
         "average.",
         "",
         *_runs(results),
+        *([meta["note"], ""] if meta.get("note") else []),
         _settings(meta.get("profile", {})),
         "",
         "## Targets",

@@ -68,7 +68,7 @@ def test_merged_runs_keep_each_phases_date_and_load() -> None:
         "sweep": {"segments": 1},
     }
     new = {
-        "meta": {"date": "day 2", "machine": "box"},
+        "meta": {"date": "day 2", "machine": "box", "note": "Four other engineers' tests ran."},
         "duration_s": 50.0,
         "phase_runs": {
             "takeover": {
@@ -86,4 +86,5 @@ def test_merged_runs_keep_each_phases_date_and_load() -> None:
     assert merged["duration_s"] == 150.0
     text = report.markdown(merged | {"sweep": None})  # the sweep's own table left out here
     assert "Merged from 2 runs" in text
+    assert "Four other engineers' tests ran." in text
     assert "| takeover | day 2 08:00 | 40 | 4.00 / 3.00 / 2.00 | 5.00 / 4.00 / 3.00 |" in text
