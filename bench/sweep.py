@@ -163,7 +163,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     done = "all processed" if sw["complete"] else f"only {sw['processed']:g} processed"
     return [
         {
-            "name": "sweep: worker peak RSS",
+            "name": "sweep: worker peak RSS, every segment processed",
             "measured": rss,
             "op": "<",
             "goal": RSS_GOAL_MB,
