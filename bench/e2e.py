@@ -29,7 +29,7 @@ def latencies(done_file: Path, since: float) -> list[float]:
     first: dict[str, float] = {}
     for line in done_file.read_text().splitlines():
         parts = line.split()
-        if len(parts) != 3:
+        if len(parts) != 4:
             continue  # a torn last line of a killed worker
         received, done, webhook_id = float(parts[0]), float(parts[1]), parts[2]
         if received >= since and webhook_id not in first:

@@ -111,6 +111,9 @@ class Run:
         # Every request's answer time whatever its status, no answer counting as infinite (the
         # overload phase's "all requests"), and per second of due time: [answered 200, other].
         self.answered: list[float] = []
+        # The same from the moment the request was written (its connection open): what the
+        # server took, without this generator's own lag behind the due time on a busy machine.
+        self.from_send: list[float] = []
         self.timeline: dict[int, list[int]] = {}
         self.t0 = time.perf_counter()
 
@@ -122,15 +125,18 @@ class Run:
             async with asyncio.timeout(spec.timeout):
                 if conn is None:
                     conn = await Conn.open(spec.host, spec.port)
+                sent_at = time.perf_counter()
                 status, keep = await conn.request(data)
         except (OSError, EOFError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
             self.errors[type(e).__name__] += 1
             self._answer(start, math.inf, ok=False)
+            self.from_send.append(math.inf)
             if conn is not None:
                 conn.close()
             return None
         self.status[str(status)] += 1
         self._answer(start, time.perf_counter() - start, ok=status == 200)
+        self.from_send.append(time.perf_counter() - sent_at)
         if status == 200:
             self.latencies.append(time.perf_counter() - start)
         if not keep:
@@ -156,6 +162,7 @@ class Run:
             "rps": ok / elapsed if elapsed > 0 else 0.0,
             "latency": summarise(self.latencies),
             "latency_all": summarise(self.answered),
+            "latency_all_from_send": summarise(self.from_send),
             "timeline": [[t, *self.timeline[t]] for t in sorted(self.timeline)],
             # Wall-clock time of the timeline's second 0, to line it up with other events.
             "t0_epoch": time.time() - (time.perf_counter() - self.t0),

@@ -31,6 +31,7 @@ PREFIX = "bsweep"
 INTERVAL = "2"
 THREADS = 32
 WORKERS = 2
+RSS_GOAL_MB = 150.0
 
 
 def fill(bench: Bench, n: int) -> float:
@@ -148,6 +149,26 @@ def section(sweep: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
         f"| {sweep['segments']:,} | {f(sweep['sweep_s'])} | {f(sweep['elapsed_s'])} |"
         f" {done} |"
-        f" {sweep['list_calls']:g} | {f(rss)} ({'pass' if rss < 150 else 'FAIL'}) |",
+        f" {sweep['list_calls']:g} | {f(rss)} ({'pass' if rss < RSS_GOAL_MB else 'FAIL'}) |",
         "",
+    ]
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 15 §3's goal: a worker's peak RSS under 150 MB, with every segment processed."""
+    sw = results.get("sweep")
+    if not sw:
+        return []
+    rss = float(sw["worker_peak_rss_mb"])
+    done = "all processed" if sw["complete"] else f"only {sw['processed']:g} processed"
+    return [
+        {
+            "name": "sweep: worker peak RSS, every segment processed",
+            "measured": rss,
+            "op": "<",
+            "goal": RSS_GOAL_MB,
+            "unit": "MB",
+            "ok": rss < RSS_GOAL_MB and bool(sw["complete"]),
+            "note": f"{sw['segments']:,} segments unknown to Redis, {done}",
+        }
     ]

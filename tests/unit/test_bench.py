@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from shopipe import shopify
 
-from bench import report
+from bench import report, targets
 from bench.payloads import MAX_BYTES, MIN_BYTES, Generator, http_request
 from bench.stats import curve, percentile, rss_growth, summarise
 
@@ -130,7 +130,7 @@ def _results(ingest_peak: float) -> dict[str, Any]:
 
 
 def test_targets_pass_and_fail_by_ratio_to_same_run_baselines() -> None:
-    good = {t["name"]: t for t in report.targets(_results(2000.0))}
+    good = {t["name"]: t for t in targets.targets(_results(2000.0))}
     assert good["ingest vs naive design (peak req/s)"]["measured"] == pytest.approx(20.0)
     assert good["ingest vs naive design (peak req/s)"]["ok"]
     assert good["ingest vs one-PUT-per-webhook storage ceiling (peak)"]["ok"]
@@ -138,7 +138,7 @@ def test_targets_pass_and_fail_by_ratio_to_same_run_baselines() -> None:
     assert good["ack p99 at high concurrency"]["ok"]
     assert good["end-to-end p99 (receipt to handler done)"]["ok"]
     assert good["worker RSS growth over the soak"]["ok"]
-    bad = {t["name"]: t for t in report.targets(_results(1400.0))}
+    bad = {t["name"]: t for t in targets.targets(_results(1400.0))}
     assert not bad["ingest vs one-PUT-per-webhook storage ceiling (peak)"]["ok"]
     assert not bad["ingest vs naive design (peak req/s)"]["ok"]
 

@@ -2,10 +2,11 @@
 
 A request takes its declared length from the budget before it reads a byte of its body (the
 body cap when no length is declared, given back down to the real size once read). The bytes
-stay taken while the body waits in an open segment or rides a PUT, and go back when that PUT
-ends, whatever the request's answer was: a request answered 503 at its deadline may still sit
-in a segment being written, and its body is still in memory until then. So the budget bounds
-what is held, not what was answered. When a request's length does not fit, it is answered 503
+stay taken while the body waits in an open segment or rides a PUT. They go back when that PUT
+ends, whatever the request's answer was (a request answered 503 at its deadline may sit in a
+segment being written: its body is in memory until then), or as soon as the request stops
+waiting if its segment's PUT had not started (its record leaves the segment). So the budget
+bounds what is held, not what was answered. When a request's length does not fit, it is answered 503
 at once, unread.
 
 Each body is also copied once into its encoded segment while that segment is PUT, so the

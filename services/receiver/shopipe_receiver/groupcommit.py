@@ -8,9 +8,11 @@ PUT fails exactly the requests in that segment.
 
 PUTs in flight are capped (``max_puts``): while the cap is reached, the open segment keeps
 growing instead of starting a PUT, and a segment that fills up waits in line for a free slot.
-A request that stops waiting (its answer deadline passed) leaves its record behind; a segment
-drops such records when its PUT starts, and is not written at all if none is left, so a store
-that recovers is not first made to write what every sender was already told to retry.
+A request that stops waiting (its answer deadline passed) before its segment's PUT started takes
+its record out at once, body and budget bytes with it: under a stalled store the segments waiting
+for a slot would otherwise keep every 503'd body until the store recovers, and memory would grow
+with the length of the stall. A segment left empty is not written at all, so a store that
+recovers is not first made to write what every sender was already told to retry.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class _Batch:
     timer: asyncio.TimerHandle | None = None
     due: bool = False  # its first record waited max_wait: it goes at the next free slot
     held: int = 0  # body bytes taken from the budget, given back when its PUT ends
+    added: int = 0  # records ever added (record ids: a record that left keeps its index used)
+    started: bool = False  # its PUT started: its records stay, whoever still waits
 
 
 class GroupCommit:
@@ -120,7 +124,7 @@ class GroupCommit:
             batch = None
         if batch is None:
             batch = self._open = _Batch(segment.new_name(received_at))
-        index = len(batch.records)
+        index, batch.added = batch.added, batch.added + 1
         batch.records.append(
             Record(segment.record_id(batch.name, index), received_at, dict(headers), body)
         )
@@ -128,6 +132,7 @@ class GroupCommit:
         batch.waiters.append(waiter)
         batch.size += size
         batch.held += held
+        waiter.add_done_callback(lambda w: self._left(batch, w, size, held))
         self.records += 1
         if len(batch.records) >= self.max_records or batch.size >= self.max_bytes:
             self._seal(batch)
@@ -137,6 +142,21 @@ class GroupCommit:
         elif batch.timer is None:
             batch.timer = asyncio.get_running_loop().call_later(self.max_wait, self._expire, batch)
         return await waiter
+
+    def _left(self, batch: _Batch, waiter: asyncio.Future[Stored], size: int, held: int) -> None:
+        """A request stopped waiting (cancelled: its deadline passed) before its segment's PUT
+        started: its record leaves the segment now, and its bytes go back to the budget."""
+        if batch.started or not waiter.cancelled():
+            return
+        # Linear in the segment's records (at most max_records), once per request that left.
+        i = next((i for i, w in enumerate(batch.waiters) if w is waiter), None)
+        if i is None:
+            return
+        del batch.records[i], batch.waiters[i]
+        batch.size -= size
+        if self._budget is not None and held:
+            batch.held -= held
+            self._budget.give(held)
 
     def _expire(self, batch: _Batch) -> None:
         batch.timer = None
@@ -169,7 +189,9 @@ class GroupCommit:
                 return
 
     def _start(self, batch: _Batch) -> None:
-        # Records whose request stopped waiting (deadline passed: answered 503) are left out.
+        batch.started = True
+        # Records whose request stopped waiting just now (their callback has not run yet) are
+        # left out too; their bytes go back when the segment's PUT ends.
         kept = [(r, w) for r, w in zip(batch.records, batch.waiters, strict=True) if not w.done()]
         if len(kept) < len(batch.records):
             batch.records = [r for r, _ in kept]
