@@ -15,6 +15,7 @@ from shopipe.devstack.info import local_environ
 from shopipe.sentinel import MasterClient, RedisTarget
 
 from shopipe_worker import backlog, dlq
+from shopipe_worker.forward import cli as forward_cli
 from shopipe_worker.processor import redis_deadline
 
 
@@ -147,3 +148,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Also run records that are already done again (their handlers apply twice).",
     )
     rp.set_defaults(func=dlq_replay)
+
+    forward_cli.register(sub, _settings)
