@@ -15,7 +15,7 @@ from shopipe.errors import ConfigError, PermanentError
 from shopipe.logs import get_logger
 
 from shopipe_worker.events import Event
-from shopipe_worker.forward import delivery, state
+from shopipe_worker.forward import delivery, limits, state
 from shopipe_worker.forward.routes import SETTING, Route, load
 from shopipe_worker.registry import Context, Handler, Registry
 
@@ -63,16 +63,17 @@ class Forwarder:
     async def deliver(self, route: Route, event: Event, ctx: Context) -> None:
         keys = state.Keys(ctx.keys.prefix)
         ttl = ctx.settings.dedup_ttl_seconds
-        now = await state.before(ctx.redis, keys, route.name, event.record_id, ttl)
+        now = await state.before(ctx.redis, keys, route.name, event.record_id)
         if now.sent:
             return  # an earlier try delivered it; another handler of the record failed
         if now.disabled:
             raise RouteDisabled(f"route {route.name} is disabled (its destination answered 410)")
-        if now.paused_seconds > 0:
-            # The destination asked for a pause (Retry-After): nothing is sent before it ends.
-            raise delivery.DestinationFailed(route.name, "paused by the destination's Retry-After")
+        # In flight and rate across every worker; a Retry-After pause holds it too. Throttled
+        # (a Deferred) when no slot comes: the record waits without using up an attempt.
+        lease = await limits.acquire(ctx.redis, keys, route)
         try:
-            await delivery.send(self.client(route), route, event, now.attempt, self.shopify_secret)
+            attempt = await state.next_try(ctx.redis, keys, route.name, event.record_id, ttl)
+            await delivery.send(self.client(route), route, event, attempt, self.shopify_secret)
         except delivery.DestinationGone:
             if await state.disable(ctx.redis, keys, route.name, 410):
                 log.error(
@@ -84,6 +85,8 @@ class Forwarder:
                 wait = min(e.retry_after, route.retry_after_max_seconds)
                 await state.pause(ctx.redis, keys, route.name, wait)
             raise
+        finally:
+            await lease.release()
         await state.mark_sent(ctx.redis, keys, route.name, event.record_id, ttl)
 
 

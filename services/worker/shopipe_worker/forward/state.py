@@ -4,6 +4,8 @@
   disabled (its destination answered 410);
 - ``<prefix>:fwd:pause:<route>`` (string, TTL): a ``Retry-After`` asked for a pause; nothing is
   sent on the route before it expires;
+- ``<prefix>:fwd:leases:<route>`` (sorted set) and ``<prefix>:fwd:rate:<route>`` (string): the
+  route's limits (``limits.py``);
 - ``<prefix>:fwd:sent:<route>:<record>`` (string): delivered (2xx); a retry of the record skips
   the route;
 - ``<prefix>:fwd:tries:<route>:<record>`` (string): deliveries tried (``X-Shopipe-Attempt``).
@@ -32,6 +34,12 @@ class Keys:
     def pause(self, route: str) -> str:
         return f"{self.prefix}:fwd:pause:{route}"
 
+    def leases(self, route: str) -> str:
+        return f"{self.prefix}:fwd:leases:{route}"
+
+    def rate(self, route: str) -> str:
+        return f"{self.prefix}:fwd:rate:{route}"
+
     def sent(self, route: str, record_id: str) -> str:
         return f"{self.prefix}:fwd:sent:{route}:{record_id}"
 
@@ -45,21 +53,21 @@ class Before:
 
     disabled: bool
     sent: bool
-    attempt: int
-    paused_seconds: float  # left of a Retry-After pause
 
 
-async def before(r: Redis, keys: Keys, route: str, record_id: str, ttl: int) -> Before:
-    """One round trip: is the route disabled or paused, was the record sent, which try is
-    this."""
+async def before(r: Redis, keys: Keys, route: str, record_id: str) -> Before:
+    """One round trip: is the route disabled, was the record sent already."""
+    disabled, sent = await r.mget([keys.disabled(route), keys.sent(route, record_id)])
+    return Before(disabled is not None, sent is not None)
+
+
+async def next_try(r: Redis, keys: Keys, route: str, record_id: str, ttl: int) -> int:
+    """The number of this try of the record on the route (1 first)."""
     async with r.pipeline(transaction=False) as pipe:
-        pipe.exists(keys.disabled(route))
-        pipe.exists(keys.sent(route, record_id))
         pipe.incr(keys.tries(route, record_id))
         pipe.expire(keys.tries(route, record_id), ttl)
-        pipe.pttl(keys.pause(route))
-        disabled, sent, attempt, _, pause_ms = await pipe.execute()
-    return Before(bool(disabled), bool(sent), int(attempt), max(0, int(pause_ms)) / 1000.0)
+        attempt, _ = await pipe.execute()
+    return int(attempt)
 
 
 async def mark_sent(r: Redis, keys: Keys, route: str, record_id: str, ttl: int) -> None:
