@@ -44,7 +44,7 @@ class Worker:
         return {
             "redis_master": self.master.address,
             **self.consumer.status(),
-            **await self.registry.status(),
+            **await self.registry.status(self.master),
         }
 
     async def ready(self) -> bool:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
     from shopipe.buffer import Buffer
     from shopipe.config import WorkerSettings
+    from shopipe.sentinel import MasterClient
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def matches(parts: tuple[str, ...], topic: str) -> bool:
 
 
 Closer = Callable[[], Awaitable[None]]
-StatusPart = Callable[[], Awaitable[dict[str, Any]]]
+StatusPart = Callable[["MasterClient"], Awaitable[dict[str, Any]]]
 
 
 class Registry:
@@ -108,8 +109,8 @@ class Registry:
         for close in closers:
             await close()
 
-    async def status(self) -> dict[str, Any]:
-        return {name: await part() for name, part in self.status_parts.items()}
+    async def status(self, master: MasterClient) -> dict[str, Any]:
+        return {name: await part(master) for name, part in self.status_parts.items()}
 
     def load_module(self, module: str) -> None:
         """Import ``module`` and call its ``register(registry)``; ConfigError if it cannot."""

@@ -10,14 +10,23 @@ of the record's handlers failed (the ``sent`` key, ``state.py``).
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING, Any
+
 import httpx
 from shopipe.errors import ConfigError, PermanentError
 from shopipe.logs import get_logger
 
 from shopipe_worker.events import Event
-from shopipe_worker.forward import delivery, limits, state
+from shopipe_worker.forward import breaker, delivery, limits, state
+from shopipe_worker.forward import metrics as m
+from shopipe_worker.forward.breaker import Verdict
 from shopipe_worker.forward.routes import SETTING, Route, load
 from shopipe_worker.registry import Context, Handler, Registry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from shopipe.sentinel import MasterClient
 
 log = get_logger(__name__)
 
@@ -64,30 +73,90 @@ class Forwarder:
         keys = state.Keys(ctx.keys.prefix)
         ttl = ctx.settings.dedup_ttl_seconds
         now = await state.before(ctx.redis, keys, route.name, event.record_id)
+        m.DISABLED.labels(route=route.name).set(float(now.disabled))
         if now.sent:
             return  # an earlier try delivered it; another handler of the record failed
         if now.disabled:
             raise RouteDisabled(f"route {route.name} is disabled (its destination answered 410)")
-        # In flight and rate across every worker; a Retry-After pause holds it too. Throttled
-        # (a Deferred) when no slot comes: the record waits without using up an attempt.
-        lease = await limits.acquire(ctx.redis, keys, route)
+        try:
+            # While the breaker is open the record waits (CircuitOpen); then the limits across
+            # every worker, a Retry-After pause included (Throttled). Both are Deferred: the
+            # record is retried later without using up an attempt.
+            check = await breaker.check(ctx.redis, keys.prefix, route)
+            m.BREAKER_OPEN.labels(route=route.name).set(float(check.verdict is Verdict.PROBE))
+            lease = await limits.acquire(ctx.redis, keys, route)
+        except breaker.CircuitOpen:
+            m.BREAKER_OPEN.labels(route=route.name).set(1.0)
+            m.DEFERRED.labels(route=route.name, reason="circuit_open").inc()
+            raise
+        except limits.Throttled:
+            m.DEFERRED.labels(route=route.name, reason="throttled").inc()
+            raise
         try:
             attempt = await state.next_try(ctx.redis, keys, route.name, event.record_id, ttl)
-            await delivery.send(self.client(route), route, event, attempt, self.shopify_secret)
-        except delivery.DestinationGone:
-            if await state.disable(ctx.redis, keys, route.name, 410):
-                log.error(
-                    "forward route disabled: destination answered 410", extra={"route": route.name}
-                )
-            raise
+            await self._send(route, event, attempt)
         except delivery.DestinationFailed as e:
             if e.retry_after is not None:
                 wait = min(e.retry_after, route.retry_after_max_seconds)
                 await state.pause(ctx.redis, keys, route.name, wait)
+            if await breaker.failed(ctx.redis, keys.prefix, route) >= route.breaker_failures:
+                m.BREAKER_OPEN.labels(route=route.name).set(1.0)
+            raise
+        except delivery.DestinationRefused as e:
+            await breaker.succeeded(ctx.redis, keys.prefix, route, check)  # it is up
+            if isinstance(e, delivery.DestinationGone) and await state.disable(
+                ctx.redis, keys, route.name, e.status
+            ):
+                m.DISABLES.labels(route=route.name).inc()
+                m.DISABLED.labels(route=route.name).set(1.0)
+                log.error(
+                    "forward route disabled: its destination answered 410", extra=extra(route)
+                )
             raise
         finally:
             await lease.release()
+        await breaker.succeeded(ctx.redis, keys.prefix, route, check)
+        m.BREAKER_OPEN.labels(route=route.name).set(0.0)
         await state.mark_sent(ctx.redis, keys, route.name, event.record_id, ttl)
+
+    async def _send(self, route: Route, event: Event, attempt: int) -> None:
+        """One delivery, counted in the metrics."""
+        name = route.name
+        m.IN_FLIGHT.labels(route=name).inc()
+        started = time.perf_counter()
+        try:
+            sent = await delivery.send(
+                self.client(route), route, event, attempt, self.shopify_secret
+            )
+        except delivery.DestinationFailed as e:
+            m.DELIVERIES.labels(route=name, outcome="failed").inc()
+            m.ANSWERS.labels(route=name, status_class=m.status_class(e.status)).inc()
+            raise
+        except delivery.DestinationRefused as e:
+            gone = isinstance(e, delivery.DestinationGone)
+            m.DELIVERIES.labels(route=name, outcome="gone" if gone else "refused").inc()
+            m.ANSWERS.labels(route=name, status_class=m.status_class(e.status)).inc()
+            raise
+        finally:
+            m.IN_FLIGHT.labels(route=name).dec()
+            m.SECONDS.labels(route=name).observe(time.perf_counter() - started)
+        m.DELIVERIES.labels(route=name, outcome="delivered").inc()
+        m.ANSWERS.labels(route=name, status_class=m.status_class(sent.status)).inc()
+
+    async def status(self, r: Redis, prefix: str) -> dict[str, Any]:
+        """The routes' state for the worker's /status."""
+        keys = state.Keys(prefix)
+        names = [route.name for route in self.routes]
+        doc = await state.report(r, keys, names)
+        breakers = await breaker.states(r, prefix, list(self.routes))
+        for name in names:
+            doc[name]["breaker"] = "open" if breakers[name]["open"] else "closed"
+            doc[name]["failures_in_a_row"] = int(breakers[name]["failures"])
+        return doc
+
+
+def extra(route: Route) -> dict[str, str]:
+    return {"route": route.name}
 
 
 def register(registry: Registry) -> None:
@@ -103,3 +172,13 @@ def register(registry: Registry) -> None:
         for pattern in route.topics:
             registry.add(pattern, handler, name=f"forward:{route.name}")
     registry.closers.append(fwd.close)
+    prefix = s.key_prefix
+
+    async def status(master: MasterClient) -> dict[str, Any]:
+        try:
+            doc: dict[str, Any] = await master.call(lambda r: fwd.status(r, prefix), deadline=2.0)
+        except Exception:
+            return {"error": "redis unavailable"}  # /status answers whatever Redis does
+        return doc
+
+    registry.status_parts["forward"] = status

@@ -25,7 +25,7 @@ from shopipe import shopify
 from shopipe.errors import PermanentError, TransientError
 from standardwebhooks import Webhook
 
-from shopipe_worker.events import Event
+from shopipe_worker.events import BadPayload, Event
 from shopipe_worker.forward.routes import Route
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -37,8 +37,11 @@ _SHOPIFY = ("x-shopify-", "shopify-")
 class DestinationFailed(TransientError):
     """The destination did not take the delivery, for a reason that may pass."""
 
-    def __init__(self, route: str, what: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, route: str, what: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"route {route}: {what}")
+        self.status = status  # None: no answer (timeout, connection error)
         self.retry_after = retry_after
 
 
@@ -47,8 +50,12 @@ class DestinationRefused(PermanentError):
 
     reason = "forward_refused"
 
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
-class DestinationGone(PermanentError):
+
+class DestinationGone(DestinationRefused):
     """410 Gone: the app says this endpoint is no more; the route is disabled."""
 
     reason = "forward_gone"
@@ -113,7 +120,7 @@ def standard_webhooks(route: Route, event: Event, now: float) -> dict[str, str]:
     try:
         text = event.body.decode("utf-8")  # the library signs text; Shopify sends UTF-8 JSON
     except UnicodeDecodeError as e:
-        raise DestinationRefused(f"route {route.name}: body is not UTF-8, cannot sign") from e
+        raise BadPayload(f"route {route.name}: body is not UTF-8, cannot sign") from e
     signatures = [Webhook(s.get()).sign(msg_id, at, text) for s in route.signing_secrets]
     return {
         "webhook-id": msg_id,
@@ -154,8 +161,8 @@ async def send(
     if 200 <= status < 300:
         return Sent(status, seconds)
     if status == 410:
-        raise DestinationGone(f"route {route.name}: HTTP 410 Gone: {excerpt(head)}")
+        raise DestinationGone(f"route {route.name}: HTTP 410 Gone: {excerpt(head)}", status)
     if status in TRANSIENT_STATUSES or status >= 500:
         wait = retry_after(resp.headers.get("retry-after"), now)
-        raise DestinationFailed(route.name, f"HTTP {status}", wait)
-    raise DestinationRefused(f"route {route.name}: HTTP {status}: {excerpt(head)}")
+        raise DestinationFailed(route.name, f"HTTP {status}", status, wait)
+    raise DestinationRefused(f"route {route.name}: HTTP {status}: {excerpt(head)}", status)
