@@ -21,6 +21,7 @@ __all__ = ["kit"]
 
 TOPIC = "orders/create"
 PROBE_SECONDS = 0.5
+MAX_IN_FLIGHT = 4
 RECORDS = 40
 
 
@@ -36,10 +37,10 @@ async def test_an_outage_opens_the_breaker_costs_no_attempts_and_loses_nothing(
         answered.append((time.monotonic(), status))
         return Response("x", status)
 
-    route = {
+    route: dict[str, object] = {
         "topics": [TOPIC],
         "url": "",
-        "max_in_flight": 4,
+        "max_in_flight": MAX_IN_FLIGHT,
         "breaker_failures": 3,
         "breaker_probe_seconds": PROBE_SECONDS,
     }
@@ -72,7 +73,7 @@ async def test_an_outage_opens_the_breaker_costs_no_attempts_and_loses_nothing(
             doc = await regs[0].status(kit.master)
     # While open, the destination saw the probes and little else (deliveries in flight as it
     # opened may land just after): not the retries of 40 records.
-    assert during <= down_for / PROBE_SECONDS + 1 + route["max_in_flight"]
+    assert during <= down_for / PROBE_SECONDS + 1 + MAX_IN_FLIGHT
     delivered = {
         r["headers"]["x-shopify-webhook-id"]
         for r, (_, st) in zip(seen.requests, answered, strict=True)
