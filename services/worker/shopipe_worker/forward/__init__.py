@@ -101,6 +101,11 @@ class Forwarder:
                 await state.pause(ctx.redis, keys, route.name, wait)
             if await breaker.failed(ctx.redis, keys.prefix, route) >= route.breaker_failures:
                 m.BREAKER_OPEN.labels(route=route.name).set(1.0)
+            if check.verdict is Verdict.PROBE:
+                # A failed probe says the destination is still down, nothing about the record:
+                # it waits like the others, its attempts untouched.
+                m.DEFERRED.labels(route=route.name, reason="circuit_open").inc()
+                raise breaker.CircuitOpen(f"route {route.name}: probe failed") from e
             raise
         except delivery.DestinationRefused as e:
             await breaker.succeeded(ctx.redis, keys.prefix, route, check)  # it is up
