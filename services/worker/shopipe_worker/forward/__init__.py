@@ -4,8 +4,8 @@ Enabled with ``forward`` in ``SHOPIPE_BUILTIN_HANDLERS`` and configured by the r
 ``SHOPIPE_FORWARD_ROUTES_FILE`` (``routes.py``). Each route is one handler, registered for its
 topic patterns under the name ``forward:<route>``. Delivery is at least once: a record is
 re-delivered when the worker retries it (the app deduplicates by ``X-Shopify-Webhook-Id``, as
-Shopify already requires), but a route that took a record is not sent it again when only another
-of the record's handlers failed (the ``sent`` key, ``state.py``).
+Shopify already requires), but a route that took a webhook is not sent it again when only another
+of the record's handlers failed, nor by a replay (the ``sent`` key, ``state.py``).
 """
 
 from __future__ import annotations
@@ -72,12 +72,13 @@ class Forwarder:
     async def deliver(self, route: Route, event: Event, ctx: Context) -> None:
         keys = state.Keys(ctx.keys.prefix)
         ttl = ctx.settings.dedup_ttl_seconds
-        now = await state.before(ctx.redis, keys, route.name, event.record_id)
+        one = state.delivery_of(event)
+        now = await state.before(ctx.redis, keys, route.name, one)
         m.DISABLED.labels(route=route.name).set(float(now.disabled))
         if now.sent:
             return  # an earlier try delivered it; another handler of the record failed
         if now.disabled:
-            raise RouteDisabled(f"route {route.name} is disabled (its destination answered 410)")
+            raise RouteDisabled(f"route {route.name}: disabled (its destination answered 410)")
         try:
             # While the breaker is open the record waits (CircuitOpen); then the limits across
             # every worker, a Retry-After pause included (Throttled). Both are Deferred: the
@@ -93,7 +94,7 @@ class Forwarder:
             m.DEFERRED.labels(route=route.name, reason="throttled").inc()
             raise
         try:
-            attempt = await state.next_try(ctx.redis, keys, route.name, event.record_id, ttl)
+            attempt = await state.next_try(ctx.redis, keys, route.name, one, ttl)
             await self._send(route, event, attempt)
         except delivery.DestinationFailed as e:
             if e.retry_after is not None:
@@ -122,7 +123,7 @@ class Forwarder:
             await lease.release()
         await breaker.succeeded(ctx.redis, keys.prefix, route, check)
         m.BREAKER_OPEN.labels(route=route.name).set(0.0)
-        await state.mark_sent(ctx.redis, keys, route.name, event.record_id, ttl)
+        await state.mark_sent(ctx.redis, keys, route.name, one, ttl)
 
     async def _send(self, route: Route, event: Event, attempt: int) -> None:
         """One delivery, counted in the metrics."""

@@ -29,6 +29,9 @@ from shopipe_worker.events import BadPayload, Event
 from shopipe_worker.forward.routes import Route
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
+# Every error of a delivery says ``route <name>: ...``; a dead letter's error is
+# ``<class>: <message>`` (processor.describe), so it names its route.
+_ROUTE_IN_ERROR = re.compile(r"^\w+: route ([a-z0-9][a-z0-9_-]*): ")
 EXCERPT_BYTES = 256
 _PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 _SHOPIFY = ("x-shopify-", "shopify-")
@@ -65,6 +68,13 @@ class DestinationGone(DestinationRefused):
 class Sent:
     status: int
     seconds: float
+
+
+def route_of(error: str) -> str | None:
+    """The route a dead letter's error names (None: not a forward error), for
+    ``shopipe dlq list|replay --route``."""
+    found = _ROUTE_IN_ERROR.match(error)
+    return found.group(1) if found else None
 
 
 def excerpt(data: bytes) -> str:

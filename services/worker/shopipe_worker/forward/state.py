@@ -6,9 +6,12 @@
   sent on the route before it expires;
 - ``<prefix>:fwd:leases:<route>`` (sorted set) and ``<prefix>:fwd:rate:<route>`` (string): the
   route's limits (``limits.py``);
-- ``<prefix>:fwd:sent:<route>:<record>`` (string): delivered (2xx); a retry of the record skips
-  the route;
-- ``<prefix>:fwd:tries:<route>:<record>`` (string): deliveries tried (``X-Shopipe-Attempt``).
+- ``<prefix>:fwd:sent:<route>:<delivery>`` (string): delivered (2xx); a retry of the record, or
+  a replay of it, skips the route;
+- ``<prefix>:fwd:tries:<route>:<delivery>`` (string): deliveries tried (``X-Shopipe-Attempt``).
+
+``<delivery>`` is ``<shop>:<topic>:<webhook id>`` (``record:<record id>`` without a webhook id),
+as in the done-markers: the same across Shopify's retries and shopipe's replays.
 
 The sent and tries keys live as long as the done-markers (``SHOPIPE_DEDUP_TTL_SECONDS``).
 """
@@ -19,6 +22,8 @@ import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from shopipe_worker.events import Event
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -40,11 +45,16 @@ class Keys:
     def rate(self, route: str) -> str:
         return f"{self.prefix}:fwd:rate:{route}"
 
-    def sent(self, route: str, record_id: str) -> str:
-        return f"{self.prefix}:fwd:sent:{route}:{record_id}"
+    def sent(self, route: str, delivery: str) -> str:
+        return f"{self.prefix}:fwd:sent:{route}:{delivery}"
 
-    def tries(self, route: str, record_id: str) -> str:
-        return f"{self.prefix}:fwd:tries:{route}:{record_id}"
+    def tries(self, route: str, delivery: str) -> str:
+        return f"{self.prefix}:fwd:tries:{route}:{delivery}"
+
+
+def delivery_of(event: Event) -> str:
+    """The delivery a record is of: Shopify's retries and shopipe's replays share it."""
+    return f"{event.shop}:{event.topic}:{event.webhook_id or 'record:' + event.record_id}"
 
 
 @dataclass(frozen=True)
@@ -55,23 +65,23 @@ class Before:
     sent: bool
 
 
-async def before(r: Redis, keys: Keys, route: str, record_id: str) -> Before:
-    """One round trip: is the route disabled, was the record sent already."""
-    disabled, sent = await r.mget([keys.disabled(route), keys.sent(route, record_id)])
+async def before(r: Redis, keys: Keys, route: str, delivery: str) -> Before:
+    """One round trip: is the route disabled, was the delivery sent already."""
+    disabled, sent = await r.mget([keys.disabled(route), keys.sent(route, delivery)])
     return Before(disabled is not None, sent is not None)
 
 
-async def next_try(r: Redis, keys: Keys, route: str, record_id: str, ttl: int) -> int:
-    """The number of this try of the record on the route (1 first)."""
+async def next_try(r: Redis, keys: Keys, route: str, delivery: str, ttl: int) -> int:
+    """The number of this try of the delivery on the route (1 first)."""
     async with r.pipeline(transaction=False) as pipe:
-        pipe.incr(keys.tries(route, record_id))
-        pipe.expire(keys.tries(route, record_id), ttl)
+        pipe.incr(keys.tries(route, delivery))
+        pipe.expire(keys.tries(route, delivery), ttl)
         attempt, _ = await pipe.execute()
     return int(attempt)
 
 
-async def mark_sent(r: Redis, keys: Keys, route: str, record_id: str, ttl: int) -> None:
-    await r.set(keys.sent(route, record_id), "1", ex=ttl)
+async def mark_sent(r: Redis, keys: Keys, route: str, delivery: str, ttl: int) -> None:
+    await r.set(keys.sent(route, delivery), "1", ex=ttl)
 
 
 async def pause(r: Redis, keys: Keys, route: str, seconds: float) -> None:
