@@ -16,7 +16,12 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
 FILES = ROOT / "charts/shopipe/files"
-SERVICE_METRICS = ("shopipe_receiver.metrics", "shopipe_worker.metrics", "shopipe_operator.metrics")
+SERVICE_METRICS = (
+    "shopipe_receiver.metrics",
+    "shopipe_worker.metrics",
+    "shopipe_worker.forward.metrics",
+    "shopipe_operator.metrics",
+)
 SUFFIXES = {
     "counter": ("_total",),
     "gauge": ("",),
