@@ -55,6 +55,10 @@ def test_status_shows_a_disabled_route_and_enable_brings_it_back(
         doc = json.loads(got.stdout)
         assert (doc["app"]["state"], doc["crm"]["state"]) == ("disabled", "enabled")
         assert doc["app"]["disabled"]["status"] == 410
+        assert doc["app"]["breaker"] == "closed"
+        r.hset(f"{prefix}:fwd:breaker:crm", "failures", 7)  # past the default 5
+        got = run(env, "forward", "status")
+        assert "crm                  enabled   breaker open" in got.stdout, got.stdout
 
         got = run(env, "forward", "enable", "app")
         assert got.returncode == 0, got.stderr

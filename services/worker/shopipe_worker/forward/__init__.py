@@ -151,14 +151,19 @@ class Forwarder:
 
     async def status(self, r: Redis, prefix: str) -> dict[str, Any]:
         """The routes' state for the worker's /status."""
-        keys = state.Keys(prefix)
-        names = [route.name for route in self.routes]
-        doc = await state.report(r, keys, names)
-        breakers = await breaker.states(r, prefix, list(self.routes))
-        for name in names:
-            doc[name]["breaker"] = "open" if breakers[name]["open"] else "closed"
-            doc[name]["failures_in_a_row"] = int(breakers[name]["failures"])
-        return doc
+        return await report(r, prefix, self.routes)
+
+
+async def report(r: Redis, prefix: str, routes: tuple[Route, ...]) -> dict[str, Any]:
+    """Each route: enabled or disabled, a Retry-After pause left, its breaker; for /status and
+    `shopipe forward status`."""
+    names = [route.name for route in routes]
+    doc = await state.report(r, state.Keys(prefix), names)
+    breakers = await breaker.states(r, prefix, list(routes))
+    for name in names:
+        doc[name]["breaker"] = "open" if breakers[name]["open"] else "closed"
+        doc[name]["failures_in_a_row"] = int(breakers[name]["failures"])
+    return doc
 
 
 def extra(route: Route) -> dict[str, str]:

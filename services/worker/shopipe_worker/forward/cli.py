@@ -40,16 +40,19 @@ async def _on_master(s: WorkerSettings, fn: Any) -> Any:
 
 
 def status(s: WorkerSettings, as_json: bool) -> int:
+    from shopipe_worker.forward import report  # the handler's imports only where used
+
     routes = _routes(s)
-    keys = state.Keys(s.key_prefix)
-    names = [r.name for r in routes]
-    doc: dict[str, Any] = asyncio.run(_on_master(s, lambda r: state.report(r, keys, names)))
+    doc: dict[str, Any] = asyncio.run(_on_master(s, lambda r: report(r, s.key_prefix, routes)))
     if as_json:
         print(json.dumps(doc, sort_keys=True))
         return 0
-    for name in names:
-        one = doc[name]
-        print(f"{name:20} {one['state']:9} paused {one['paused_seconds']:.1f} s")
+    for route in routes:
+        one = doc[route.name]
+        print(
+            f"{route.name:20} {one['state']:9} breaker {one['breaker']:6} "
+            f"({one['failures_in_a_row']} failures in a row), paused {one['paused_seconds']:.1f} s"
+        )
     return 0
 
 
