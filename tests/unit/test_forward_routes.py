@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from shopipe.cli import main
 from shopipe.config import WorkerSettings, load_settings
 from shopipe.errors import ConfigError
-from shopipe_worker.forward.routes import load, parse
+from shopipe_worker.forward.routes import NUMBERS, load, parse
 from shopipe_worker.registry import build
 
 pytestmark = pytest.mark.unit
@@ -118,3 +119,16 @@ def test_shopipe_config_check_worker_shows_the_routes(
     path.write_text(json.dumps(one(colour="red")))
     assert main(["config", "check", "worker"]) == 2
     assert "unknown keys colour" in capsys.readouterr().err
+
+
+def test_the_routes_table_of_the_docs_gives_the_code_s_defaults_and_bounds() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "forwarding.md").read_text()
+    rows = {
+        m.group(1): (m.group(2).strip(), m.group(3).strip())
+        for m in re.finditer(r"^\| `([a-z_.]+)` \|([^|]+)\|([^|]*)\|", doc, flags=re.M)
+    }
+    for key, spec in NUMBERS.items():
+        default, bounds = rows[key]
+        assert float(default) == spec.default, key
+        assert bounds == f"{spec.minimum:g}\u2013{spec.maximum:g}", key
+    assert set(rows) == {*NUMBERS, "topics", "url", "headers", "signing.secrets"}

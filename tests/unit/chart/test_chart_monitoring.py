@@ -198,6 +198,8 @@ def test_dashboard_covers_the_pipeline():
         "worker replicas",
         "redis master",
         "failovers",
+        "forward deliveries",
+        "forward breaker",
     ):
         assert topic in titles, topic
     ds = {
