@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, drain, e2e, ingest, overload, redis_sizing, report, sweep
+from bench import baselines, drain, e2e, forward, ingest, overload, redis_sizing, report, sweep
 from bench.harness import Bench
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +57,13 @@ class Profile:
     # The sweep phase (not in the default phases: filling the bucket alone takes minutes).
     sweep_segments: int = 200_000
     sweep_limit: float = 900.0
+    # The forward handler: a backlog drained to a local destination, then a steady load at
+    # forward_rate for forward_seconds, then a route limited to forward_rate_limit per second.
+    forward_webhooks: int = 4000
+    forward_limit: float = 60.0
+    forward_rate: float = 200.0
+    forward_seconds: float = 20.0
+    forward_rate_limit: float = 50.0
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -81,6 +88,8 @@ QUICK = Profile(
     overload_seconds=6.0,
     sweep_segments=10_000,
     sweep_limit=300.0,
+    forward_webhooks=1000,
+    forward_seconds=8.0,
 )
 
 
@@ -184,6 +193,17 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
         if "sweep" in phases:
             log(f"sweep of {p.sweep_segments} segments unknown to Redis")
             results["sweep"] = sweep.run(bench, p.sweep_segments, p.sweep_limit, **p.worker_env)
+        if "forward" in phases:
+            log(f"forward: {p.forward_webhooks} webhooks to a local destination, then limits")
+            results["forward"] = forward.run(
+                bench,
+                p.forward_webhooks,
+                p.forward_limit,
+                p.forward_rate,
+                p.forward_seconds,
+                p.forward_rate_limit,
+                **p.worker_env,
+            )
     results["duration_s"] = time.monotonic() - t0
     results["meta"]["load_end"] = os.getloadavg()[0]
     return results
@@ -220,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--phases",
-        default="baselines,ingest,drain,e2e,memory,overload",
-        help="comma separated subset of baselines,ingest,drain,e2e,memory,overload,sweep "
+        default="baselines,ingest,drain,e2e,memory,overload,forward",
+        help="comma separated subset of baselines,ingest,drain,e2e,memory,overload,forward,sweep "
         "(sweep: not by default)",
     )
     ap.add_argument(

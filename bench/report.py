@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench import overload, redis_sizing, sweep
+from bench import forward, overload, redis_sizing, sweep
 
 # The connection count at which ack latency and PUTs per webhook are judged ("high
 # concurrency"). On two cores a bare Starlette endpoint alone already has a p99 near 100 ms at
@@ -328,6 +328,8 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
     lines += overload.markdown(results)
     if results.get("sweep"):
         lines += sweep.section(results["sweep"])
+    if results.get("forward"):
+        lines += forward.section(results["forward"])
     lines += [f"![results]({plot_name})", "", "## How it is measured", "", HOW, ""]
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ of the record's handlers failed, nor by a replay (the ``sent`` key, ``state.py``
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +52,13 @@ class Forwarder:
             limits = httpx.Limits(
                 max_connections=route.max_in_flight, max_keepalive_connections=route.max_in_flight
             )
+            # TCP_NODELAY: headers and body go out as two writes; with Nagle the body waits for
+            # the ACK of the headers, which the peer delays (~40 ms a delivery, measured).
+            transport = httpx.AsyncHTTPTransport(
+                limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+            )
             got = httpx.AsyncClient(
-                timeout=route.timeout_seconds, limits=limits, follow_redirects=False
+                transport=transport, timeout=route.timeout_seconds, follow_redirects=False
             )
             self._clients[route.name] = got
         return got
