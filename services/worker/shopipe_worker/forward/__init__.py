@@ -21,7 +21,6 @@ from shopipe.logs import get_logger
 from shopipe_worker.events import Event
 from shopipe_worker.forward import breaker, delivery, limits, state
 from shopipe_worker.forward import metrics as m
-from shopipe_worker.forward.breaker import Verdict
 from shopipe_worker.forward.routes import SETTING, Route, load
 from shopipe_worker.registry import Context, Handler, Registry
 
@@ -78,58 +77,56 @@ class Forwarder:
     async def deliver(self, route: Route, event: Event, ctx: Context) -> None:
         keys = state.Keys(ctx.keys.prefix)
         ttl = ctx.settings.dedup_ttl_seconds
-        one = state.delivery_of(event)
-        now = await state.before(ctx.redis, keys, route.name, one)
-        m.DISABLED.labels(route=route.name).set(float(now.disabled))
-        if now.sent:
-            return  # an earlier try delivered it; another handler of the record failed
-        if now.disabled:
-            raise RouteDisabled(f"route {route.name}: disabled (its destination answered 410)")
+        name = route.name
         try:
-            # While the breaker is open the record waits (CircuitOpen); then the limits across
-            # every worker, a Retry-After pause included (Throttled). Both are Deferred: the
-            # record is retried later without using up an attempt.
-            check = await breaker.check(ctx.redis, keys.prefix, route)
-            m.BREAKER_OPEN.labels(route=route.name).set(float(check.verdict is Verdict.PROBE))
-            lease = await limits.acquire(ctx.redis, keys, route)
+            # One round trip: sent already, disabled, the breaker, a Retry-After pause, the
+            # limits across every worker. While the breaker is open (CircuitOpen) or no slot
+            # comes (Throttled), the record is deferred: retried later, using up no attempt.
+            lease = await limits.start(ctx.redis, keys, route, state.delivery_of(event), ttl)
         except breaker.CircuitOpen:
-            m.BREAKER_OPEN.labels(route=route.name).set(1.0)
-            m.DEFERRED.labels(route=route.name, reason="circuit_open").inc()
+            m.BREAKER_OPEN.labels(route=name).set(1.0)
+            m.DEFERRED.labels(route=name, reason="circuit_open").inc()
             raise
         except limits.Throttled:
-            m.DEFERRED.labels(route=route.name, reason="throttled").inc()
+            m.DEFERRED.labels(route=name, reason="throttled").inc()
             raise
+        m.DISABLED.labels(route=name).set(float(lease is limits.Verdict.DISABLED))
+        if lease is limits.Verdict.SENT:
+            return  # an earlier try delivered it; another handler of the record failed
+        if lease is limits.Verdict.DISABLED:
+            raise RouteDisabled(f"route {name}: disabled (its destination answered 410)")
+        m.BREAKER_OPEN.labels(route=name).set(float(lease.probe))
         try:
-            attempt = await state.next_try(ctx.redis, keys, route.name, one, ttl)
-            await self._send(route, event, attempt)
+            await self._send(route, event, lease.attempt)
         except delivery.DestinationFailed as e:
+            await lease.end(False, ttl)
             if e.retry_after is not None:
                 wait = min(e.retry_after, route.retry_after_max_seconds)
-                await state.pause(ctx.redis, keys, route.name, wait)
+                await state.pause(ctx.redis, keys, name, wait)
             if await breaker.failed(ctx.redis, keys.prefix, route) >= route.breaker_failures:
-                m.BREAKER_OPEN.labels(route=route.name).set(1.0)
-            if check.verdict is Verdict.PROBE:
+                m.BREAKER_OPEN.labels(route=name).set(1.0)
+            if lease.probe:
                 # A failed probe says the destination is still down, nothing about the record:
                 # it waits like the others, its attempts untouched.
-                m.DEFERRED.labels(route=route.name, reason="circuit_open").inc()
-                raise breaker.CircuitOpen(f"route {route.name}: probe failed") from e
+                m.DEFERRED.labels(route=name, reason="circuit_open").inc()
+                raise breaker.CircuitOpen(f"route {name}: probe failed") from e
             raise
         except delivery.DestinationRefused as e:
-            await breaker.succeeded(ctx.redis, keys.prefix, route, check)  # it is up
+            await lease.end(False, ttl)
+            await breaker.succeeded(ctx.redis, keys.prefix, route, lease.failures)  # it is up
             if isinstance(e, delivery.DestinationGone) and await state.disable(
-                ctx.redis, keys, route.name, e.status
+                ctx.redis, keys, name, e.status
             ):
-                m.DISABLES.labels(route=route.name).inc()
-                m.DISABLED.labels(route=route.name).set(1.0)
-                log.error(
-                    "forward route disabled: its destination answered 410", extra=extra(route)
-                )
+                m.DISABLES.labels(route=name).inc()
+                m.DISABLED.labels(route=name).set(1.0)
+                log.error("forward route disabled: destination answered 410", extra=extra(route))
             raise
-        finally:
-            await lease.release()
-        await breaker.succeeded(ctx.redis, keys.prefix, route, check)
-        m.BREAKER_OPEN.labels(route=route.name).set(0.0)
-        await state.mark_sent(ctx.redis, keys, route.name, one, ttl)
+        except BaseException:
+            await lease.end(False, ttl)
+            raise
+        # The slot back, the webhook marked sent, a run of failures ended: one round trip.
+        await lease.end(True, ttl)
+        m.BREAKER_OPEN.labels(route=name).set(0.0)
 
     async def _send(self, route: Route, event: Event, attempt: int) -> None:
         """One delivery, counted in the metrics."""

@@ -3,9 +3,9 @@
 Closed, deliveries go. After ``breaker_failures`` transient failures in a row (timeouts,
 connection errors, 408/425/429/5xx) it opens: nothing is sent, and the records are deferred
 (retried later without counting an attempt, so an outage never uses up their attempts).
-While open, one delivery every ``breaker_probe_seconds``, taken by whichever worker asks first,
-is a probe; its success closes the breaker, its failure keeps it open. Any answer that is not
-transient (2xx, and also 4xx: the destination is up) counts as a success.
+While open, one delivery every ``breaker_probe_seconds``, taken by whichever worker asks first
+(``limits.start``), is a probe; its success closes the breaker, its failure keeps it open. Any
+answer that is not transient (2xx, and also 4xx: the destination is up) counts as a success.
 
 Key ``<prefix>:fwd:breaker:<route>``, a hash: ``failures`` in a row, ``opened_at`` and
 ``probe_at`` (epoch ms); it expires a day after its last change.
@@ -13,8 +13,6 @@ Key ``<prefix>:fwd:breaker:<route>``, a hash: ``failures`` in a row, ``opened_at
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shopipe.errors import Deferred
@@ -25,21 +23,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 TTL_SECONDS = 24 * 3600
-
-# KEYS: breaker. ARGV: threshold, probe ms. Returns {verdict, failures}: verdict 0 go (closed),
-# 1 go as the probe, else -(ms until the next probe) while open.
-_CHECK = """
-local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
-if failures < tonumber(ARGV[1]) then return {0, failures} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local probe_at = tonumber(redis.call('HGET', KEYS[1], 'probe_at') or '0')
-if now >= probe_at then
-  redis.call('HSET', KEYS[1], 'probe_at', now + tonumber(ARGV[2]))
-  return {1, failures}
-end
-return {-(probe_at - now), failures}
-"""
 
 # KEYS: breaker. ARGV: threshold, probe ms, ttl s. Counts one failure; the one that reaches
 # the threshold opens the breaker. Returns the failures in a row.
@@ -55,19 +38,8 @@ return failures
 """
 
 
-class Verdict(enum.Enum):
-    GO = "go"
-    PROBE = "probe"
-
-
 class CircuitOpen(Deferred):
     """The route's breaker is open: the record waits (no attempt used) until a probe closes it."""
-
-
-@dataclass(frozen=True)
-class Check:
-    verdict: Verdict
-    failures: int  # in a row, before this delivery
 
 
 def key(prefix: str, route: str) -> str:
@@ -78,25 +50,15 @@ def _probe_ms(route: Route) -> int:
     return int(route.breaker_probe_seconds * 1000)
 
 
-async def check(r: Redis, prefix: str, route: Route) -> Check:
-    """GO or PROBE; CircuitOpen while open and not this caller's turn to probe."""
-    verdict, failures = await r.eval(
-        _CHECK, 1, key(prefix, route.name), str(route.breaker_failures), str(_probe_ms(route))
-    )
-    if int(verdict) < 0:
-        raise CircuitOpen(f"route {route.name}: circuit open")
-    return Check(Verdict.PROBE if int(verdict) == 1 else Verdict.GO, int(failures))
-
-
 async def failed(r: Redis, prefix: str, route: Route) -> int:
     """Count a transient failure; the failures in a row now."""
     args = (str(route.breaker_failures), str(_probe_ms(route)), str(TTL_SECONDS))
     return int(await r.eval(_FAIL, 1, key(prefix, route.name), *args))
 
 
-async def succeeded(r: Redis, prefix: str, route: Route, before: Check) -> None:
-    """The destination answered: the run of failures ends (no write when there was none)."""
-    if before.failures:
+async def succeeded(r: Redis, prefix: str, route: Route, failures: int) -> None:
+    """The destination answered: the run of ``failures`` ends (no write when there was none)."""
+    if failures:
         await r.delete(key(prefix, route.name))
 
 

@@ -57,33 +57,6 @@ def delivery_of(event: Event) -> str:
     return f"{event.shop}:{event.topic}:{event.webhook_id or 'record:' + event.record_id}"
 
 
-@dataclass(frozen=True)
-class Before:
-    """A route's state as one delivery starts."""
-
-    disabled: bool
-    sent: bool
-
-
-async def before(r: Redis, keys: Keys, route: str, delivery: str) -> Before:
-    """One round trip: is the route disabled, was the delivery sent already."""
-    disabled, sent = await r.mget([keys.disabled(route), keys.sent(route, delivery)])
-    return Before(disabled is not None, sent is not None)
-
-
-async def next_try(r: Redis, keys: Keys, route: str, delivery: str, ttl: int) -> int:
-    """The number of this try of the delivery on the route (1 first)."""
-    async with r.pipeline(transaction=False) as pipe:
-        pipe.incr(keys.tries(route, delivery))
-        pipe.expire(keys.tries(route, delivery), ttl)
-        attempt, _ = await pipe.execute()
-    return int(attempt)
-
-
-async def mark_sent(r: Redis, keys: Keys, route: str, delivery: str, ttl: int) -> None:
-    await r.set(keys.sent(route, delivery), "1", ex=ttl)
-
-
 async def pause(r: Redis, keys: Keys, route: str, seconds: float) -> None:
     """No delivery on ``route`` for ``seconds`` (a Retry-After); a longer pause stays."""
     ms = int(seconds * 1000)
