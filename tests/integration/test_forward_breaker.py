@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from shopipe.metrics import REGISTRY
+from shopipe_operator.backlog import BacklogProbe
 from shopipe_worker import dlq
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,6 +67,16 @@ async def test_an_outage_opens_the_breaker_costs_no_attempts_and_loses_nothing(
                 return sum(t > opened for t, _ in answered) >= 4
 
             await wait_for(probed, what="four probes while down")
+            # The operator leaves the segments waiting on the open circuit out of its backlog.
+            probe = BacklogProbe(
+                kit.settings.stream,
+                kit.settings.consumer_group,
+                None,
+                0.0,
+                cap=1000,
+                waiting_key=kit.keys.forward_waiting(),
+            )
+            seen_backlog = await probe.measure(await kit.master.get())
             down_for = time.monotonic() - opened
             during = sum(t > opened for t, _ in answered)
             down = False
@@ -82,3 +93,10 @@ async def test_an_outage_opens_the_breaker_costs_no_attempts_and_loses_nothing(
     assert len(delivered) == RECORDS
     assert await dlq.list_dead(kit.store) == []
     assert doc["forward"]["app"]["breaker"] == "closed"
+    assert seen_backlog.pending is not None
+    assert seen_backlog.waiting > 0
+    assert seen_backlog.total == (seen_backlog.lag or 0) + max(
+        0, seen_backlog.pending - seen_backlog.waiting
+    )
+    r = await kit.master.get()
+    assert await r.zcard(kit.keys.forward_waiting()) == 0  # delivered: none waits any more

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from shopipe import segment
 from shopipe.errors import ConfigError, PermanentError
 from shopipe.logs import get_logger
 
@@ -78,6 +79,10 @@ class Forwarder:
         keys = state.Keys(ctx.keys.prefix)
         ttl = ctx.settings.dedup_ttl_seconds
         name = route.name
+        waiting = (ctx.keys.forward_waiting(), segment.parse_record_id(event.record_id)[0])
+        # The record comes back after the worker's backoff (at most SHOPIPE_RETRY_MAX_SECONDS,
+        # jittered) and may wait for a slot again: that long it counts as waiting.
+        wait_for = ctx.settings.retry_max_seconds * 1.2 + limits.WAIT_SECONDS + 5.0
         try:
             # One round trip: sent already, disabled, the breaker, a Retry-After pause, the
             # limits across every worker. While the breaker is open (CircuitOpen) or no slot
@@ -86,9 +91,11 @@ class Forwarder:
         except breaker.CircuitOpen:
             m.BREAKER_OPEN.labels(route=name).set(1.0)
             m.DEFERRED.labels(route=name, reason="circuit_open").inc()
+            await limits.note_waiting(ctx.redis, *waiting, wait_for)
             raise
         except limits.Throttled:
             m.DEFERRED.labels(route=name, reason="throttled").inc()
+            await limits.note_waiting(ctx.redis, *waiting, wait_for)
             raise
         m.DISABLED.labels(route=name).set(float(lease is limits.Verdict.DISABLED))
         if lease is limits.Verdict.SENT:
@@ -99,7 +106,7 @@ class Forwarder:
         try:
             await self._send(route, event, lease.attempt)
         except delivery.DestinationFailed as e:
-            await lease.end(False, ttl)
+            await lease.end(False, ttl, waiting)
             if e.retry_after is not None:
                 wait = min(e.retry_after, route.retry_after_max_seconds)
                 await state.pause(ctx.redis, keys, name, wait)
@@ -109,10 +116,11 @@ class Forwarder:
                 # A failed probe says the destination is still down, nothing about the record:
                 # it waits like the others, its attempts untouched.
                 m.DEFERRED.labels(route=name, reason="circuit_open").inc()
+                await limits.note_waiting(ctx.redis, *waiting, wait_for)
                 raise breaker.CircuitOpen(f"route {name}: probe failed") from e
             raise
         except delivery.DestinationRefused as e:
-            await lease.end(False, ttl)
+            await lease.end(False, ttl, waiting)
             await breaker.succeeded(ctx.redis, keys.prefix, route, lease.failures)  # it is up
             if isinstance(e, delivery.DestinationGone) and await state.disable(
                 ctx.redis, keys, name, e.status
@@ -122,10 +130,10 @@ class Forwarder:
                 log.error("forward route disabled: destination answered 410", extra=extra(route))
             raise
         except BaseException:
-            await lease.end(False, ttl)
+            await lease.end(False, ttl, waiting)
             raise
         # The slot back, the webhook marked sent, a run of failures ended: one round trip.
-        await lease.end(True, ttl)
+        await lease.end(True, ttl, waiting)
         m.BREAKER_OPEN.labels(route=name).set(0.0)
 
     async def _send(self, route: Route, event: Event, attempt: int) -> None:

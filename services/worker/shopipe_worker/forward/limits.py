@@ -107,14 +107,16 @@ class Lease:
     probe: bool
     failures: int  # in a row, as it started
 
-    async def end(self, delivered: bool, sent_ttl: int) -> None:
-        """Give the slot back; when ``delivered``, mark the webhook sent and end a run of
-        failures. One round trip."""
+    async def end(self, delivered: bool, sent_ttl: int, waiting: tuple[str, str]) -> None:
+        """Give the slot back; when ``delivered``, mark the webhook sent, end a run of failures
+        and take the segment off the waiting set (``waiting``: its key and the segment). One
+        round trip."""
         try:
             async with self.r.pipeline(transaction=False) as pipe:
                 pipe.zrem(self.keys.leases(self.route), self.member)
                 if delivered:
                     pipe.set(self.keys.sent(self.route, self.delivery), "1", ex=sent_ttl)
+                    pipe.zrem(*waiting)
                     if self.failures:
                         pipe.delete(breaker.key(self.keys.prefix, self.route))
                 await pipe.execute()
@@ -169,3 +171,13 @@ async def start(
         if left <= 0 or pause > left:
             raise Throttled(f"route {name}: at its limits")
         await asyncio.sleep(pause)
+
+
+async def note_waiting(r: Redis, key: str, segment: str, seconds: float) -> None:
+    """``segment`` waits on a destination for about ``seconds`` (until its retry comes back):
+    the operator leaves it out of the backlog it scales on. Stale entries are dropped here."""
+    now_ms = int(time.time() * 1000)
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.zadd(key, {segment: now_ms + int(seconds * 1000)})
+        pipe.zremrangebyscore(key, "-inf", now_ms)
+        await pipe.execute()
