@@ -46,9 +46,9 @@ class Keys:
         return f"{self.prefix}:done:wh:{shop}:{topic}:{webhook_id}"
 
     def forward_waiting(self) -> str:
-        """Sorted set: segments whose only work left waits on a forward destination (throttled
-        or its circuit open), scored by when that news gets stale (epoch ms). Written by the
-        worker's forward handler, read by the operator: more workers cannot speed them up."""
+        """Sorted set: segments with records waiting on a forward destination (throttled or its
+        circuit open), scored by when that news gets stale (epoch ms). Written by the worker's
+        forward handler, read by the operator: more workers cannot speed them up."""
         return f"{self.prefix}:fwd:waiting"
 
     def done_event(self, shop: str, topic: str, event_id: str) -> str:

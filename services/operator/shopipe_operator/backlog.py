@@ -1,6 +1,6 @@
 """The scaler's backlog: stream lag + pending entries + segments under ``incoming/``, measured
 by ``shopipe.backlog`` (the same measure as ``shopipe backlog``, true after failovers), less the
-segments that wait only on a forward destination at its limits or with its circuit open
+segments with records waiting on a forward destination at its limits or with its circuit open
 (``Keys.forward_waiting``, written by the workers): more workers cannot speed those up. They
 are pending and under ``incoming/``, so they leave both counts.
 
