@@ -190,6 +190,7 @@ def register(registry: Registry) -> None:
     secret = s.forward_shopify_secret.get() if s.forward_shopify_secret else None
     fwd = Forwarder(load(s.forward_routes_file), secret)
     for route in fwd.routes:
+        m.init(route.name)
         handler = fwd.handler(route)
         for pattern in route.topics:
             registry.add(pattern, handler, name=f"forward:{route.name}")

@@ -62,3 +62,21 @@ DISABLES = Counter(
 
 def status_class(status: int | None) -> str:
     return "none" if status is None else f"{status // 100}xx"
+
+
+OUTCOMES = ("delivered", "failed", "refused", "gone")
+CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
+REASONS = ("throttled", "circuit_open")
+
+
+def init(route: str) -> None:
+    """Every series of ``route`` at zero from the start: rate() and the alerts see a route that
+    has had no delivery yet, and the dashboard shows it."""
+    for outcome in OUTCOMES:
+        DELIVERIES.labels(route=route, outcome=outcome)
+    for cls in CLASSES:
+        ANSWERS.labels(route=route, status_class=cls)
+    for reason in REASONS:
+        DEFERRED.labels(route=route, reason=reason)
+    for metric in (SECONDS, IN_FLIGHT, BREAKER_OPEN, DISABLED, DISABLES):
+        metric.labels(route=route)
