@@ -22,7 +22,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, drain, e2e, ingest, overload, redis_sizing, report, sweep, takeover
+from bench import (
+    baselines,
+    drain,
+    e2e,
+    forward,
+    ingest,
+    overload,
+    redis_sizing,
+    report,
+    sweep,
+    takeover,
+)
 from bench.harness import Bench
 from bench.profile import DEFAULT, FULL, ORDER, QUICK, SELECTIONS, Profile
 
@@ -132,6 +143,18 @@ def run(p: Profile, quick: bool, phases: set[str]) -> dict[str, Any]:
                     p.takeover_rate,
                     p.takeover_seconds,
                     p.takeover_kill_after,
+                    **p.worker_env,
+                )
+        if "forward" in phases:
+            log(f"forward: {p.forward_webhooks} webhooks to a local destination, then limits")
+            with phase(results, "forward"):
+                results["forward"] = forward.run(
+                    bench,
+                    p.forward_webhooks,
+                    p.forward_limit,
+                    p.forward_rate,
+                    p.forward_seconds,
+                    p.forward_rate_limit,
                     **p.worker_env,
                 )
         if "sweep" in phases:

@@ -6,8 +6,13 @@
   Starlette's thread pool, that verifies the HMAC, creates a boto3 client for the request and
   PUTs one object per webhook. Durable like shopipe (200 after the PUT), without batching.
 
-Both are served like the receiver (uvicorn, asyncio loop, h11, no access log) on a socket bound
-to port 0 here; the port is written to PORT_FILE once listening.
+- ``sink``: the forward phase's destination (bench.forward): plain asyncio, keep-alive, reads
+  each request and answers 200 in one write. A uvicorn app writes its answer's head and body
+  apart and, against httpx on loopback, costs a delayed ACK (~40 ms) a request; Node, nginx or
+  Puma in front of an app do not, and neither does this.
+
+``bare`` and ``naive`` are served like the receiver (uvicorn, asyncio loop, h11, no access
+log); each app binds port 0 and writes the port to PORT_FILE once listening.
 """
 
 from __future__ import annotations
@@ -86,8 +91,37 @@ async def serve(app: Starlette, port_file: Path) -> None:
     await task
 
 
+async def _sink_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:  # keep-alive: requests one after another on the connection
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
+async def sink(port_file: Path) -> None:
+    server = await asyncio.start_server(_sink_one, sock=bind("127.0.0.1", 0))
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(str(server.sockets[0].getsockname()[1]))
+    os.replace(tmp, port_file)
+    async with server:
+        await server.serve_forever()
+
+
 def main(argv: list[str]) -> int:
     name, port_file = argv[0], Path(argv[1])
+    if name == "sink":
+        asyncio.run(sink(port_file))
+        return 0
     app = bare_app() if name == "bare" else naive_app(dict(os.environ))
     asyncio.run(serve(app, port_file))
     return 0

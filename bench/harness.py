@@ -197,7 +197,7 @@ class Bench:
         wait_for(f"{name} on port {port}", check, 60.0)
 
     def app(self, kind: str) -> Server:
-        """A baseline app (``bare`` or ``naive``, see bench.apps)."""
+        """A baseline app (``bare``, ``naive`` or ``sink``, see bench.apps)."""
         name = self._name(kind)
         port_file = self.dir / f"{name}.port"
         info = self.info

@@ -45,6 +45,13 @@ class Profile:
     # Processing 200,000 one-webhook segments went at ~134/s on the shared 2-core machine:
     # 900 s was too short there (121,024 done); on a quiet machine it takes about 6 minutes.
     sweep_limit: float = 1800.0
+    # The forward handler: a backlog drained to a local destination, then a steady load at
+    # forward_rate for forward_seconds, then a route limited to forward_rate_limit per second.
+    forward_webhooks: int = 4000
+    forward_limit: float = 60.0
+    forward_rate: float = 200.0
+    forward_seconds: float = 20.0
+    forward_rate_limit: float = 50.0
     # Extra SHOPIPE_* settings of the pipeline processes (defaults of shopipe.config otherwise).
     receiver_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -71,11 +78,15 @@ QUICK = Profile(
     takeover_kill_after=5.0,
     sweep_segments=10_000,
     sweep_limit=300.0,
+    forward_webhooks=1000,
+    forward_seconds=8.0,
 )
 
 
 # Phases in the order they run. The default fits in 10 minutes (the soak alone is 5); the
 # others run as the selections below, each also under 10 minutes (bench/README.md).
-ORDER = ["memory", "baselines", "ingest", "overload", "drain", "e2e", "takeover", "sweep"]
+ORDER = [
+    "memory", "baselines", "ingest", "overload", "drain", "e2e", "takeover", "forward", "sweep",
+]  # fmt: skip
 DEFAULT = "baselines,ingest,drain,e2e"
-SELECTIONS = ["memory,overload,takeover", "sweep"]
+SELECTIONS = ["memory,overload,takeover,forward", "sweep"]

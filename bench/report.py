@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench import overload, plot, redis_sizing, sweep, tables, takeover
+from bench import forward, overload, plot, redis_sizing, sweep, tables, takeover
 from bench.tables import fmt
 from bench.targets import targets
 
@@ -23,6 +23,7 @@ PHASES = {
     "memory": ("memory",),
     "overload": ("overload",),
     "takeover": ("takeover",),
+    "forward": ("forward",),
     "sweep": ("sweep",),
 }
 
@@ -133,6 +134,8 @@ def markdown(results: dict[str, Any], plot_name: str = "results.png") -> str:
     lines += takeover.markdown(results)
     if results.get("sweep"):
         lines += sweep.section(results["sweep"])
+    if results.get("forward"):
+        lines += forward.section(results["forward"])
     lines += [f"![results]({plot_name})", "", "## How it is measured", "", HOW, ""]
     return "\n".join(lines)
 

@@ -22,24 +22,30 @@ have_versions() {
     [[ "$helm_v" == "$HELM_WANT" && "$kubectl_v" == *"Client Version: $KUBECTL_WANT"* ]]
 }
 
-# The Gateway API models (JSON schemas of the CRDs, with a validator) the chart tests check the
-# rendered HTTPRoute with (tests/unit/chart/validate_gateway.mjs), into .tools/node.
+# Node packages for the tests, into .tools/node:
+# - the Gateway API models (JSON schemas of the CRDs, with a validator) the chart tests check the
+#   rendered HTTPRoute with (tests/unit/chart/validate_gateway.mjs);
+# - Shopify's own Node library: the forward handler's test destination verifies every forwarded
+#   webhook with shopify.webhooks.validate() (tests/integration/forward_node/server.mjs).
 GW_PKG="@kubernetes-models/gateway-api"
 GW_VERSION="2.0.0"            # pinned: its schemas are those of the Gateway API CRDs it was generated from
+SHOPIFY_PKG="@shopify/shopify-api"
+SHOPIFY_VERSION="15.0.0"      # pinned: the verification a Remix app on it runs
 NODE_DIR="$ROOT/.tools/node"
-GW_STAMP="$NODE_DIR/.gateway-api-$GW_VERSION"
+NODE_STAMP="$NODE_DIR/.packages-$GW_VERSION-$SHOPIFY_VERSION"
 
-install_gateway_models() {
-    [[ -f "$GW_STAMP" ]] && return 0
+install_node_packages() {
+    [[ -f "$NODE_STAMP" ]] && return 0
     command -v npm >/dev/null || { echo "install-tools: 'npm' is required" >&2; exit 1; }
-    echo "install-tools: installing $GW_PKG@$GW_VERSION into $NODE_DIR" >&2
+    echo "install-tools: installing $GW_PKG@$GW_VERSION $SHOPIFY_PKG@$SHOPIFY_VERSION into $NODE_DIR" >&2
     mkdir -p "$NODE_DIR"
-    rm -f "$NODE_DIR"/.gateway-api-*
+    rm -f "$NODE_DIR"/.gateway-api-* "$NODE_DIR"/.packages-*
+    # One install names both: npm --no-save prunes what the command line does not name.
     npm install --silent --no-audit --no-fund --no-save --prefix "$NODE_DIR" \
-        "$GW_PKG@$GW_VERSION" >/dev/null
-    touch "$GW_STAMP"
+        "$GW_PKG@$GW_VERSION" "$SHOPIFY_PKG@$SHOPIFY_VERSION" >/dev/null
+    touch "$NODE_STAMP"
 }
-install_gateway_models
+install_node_packages
 
 if have_versions; then
     exit 0

@@ -54,6 +54,7 @@ def headers(topic: str, webhook_id: str, event_id: str = "", shop: str = SHOP) -
 class Kit:
     def __init__(self, stack: Stack, **overrides: str) -> None:
         tag = uuid.uuid4().hex[:10]
+        self.stack = stack
         env = {
             **stack.info.service_env(),
             **FAST,

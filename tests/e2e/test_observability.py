@@ -95,7 +95,16 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     assert prometheus.add(stack, interval="500ms", time_scale=SCALE)
     stack.start()
     try:
-        pipe = Pipeline(stack).start(workers=2, operator=True)
+        # A forward route for a topic the load never sends: its series exist (at zero) for
+        # the dashboard's forward row, and no delivery slows the pipeline.
+        routes = tmp_path_factory.mktemp("forward") / "routes.json"
+        route = {"topics": ["test/forwarded"], "url": "http://127.0.0.1:9/never"}
+        routes.write_text(json.dumps({"routes": {"app": route}}))
+        worker_env = {
+            "SHOPIPE_BUILTIN_HANDLERS": "state,compliance,forward",
+            "SHOPIPE_FORWARD_ROUTES_FILE": str(routes),
+        }
+        pipe = Pipeline(stack).start(workers=2, operator=True, worker_env=worker_env)
         comp = prometheus.of(stack)
         assert comp is not None
         yield Observed(stack, pipe, Prom(comp.url))

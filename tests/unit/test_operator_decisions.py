@@ -7,7 +7,7 @@ from shopipe import segment
 from shopipe.buffer import ObjectInfo
 from shopipe.errors import StorageUnavailable
 from shopipe.sentinel import connection_name, majority, parse_connection_name
-from shopipe_operator.backlog import BacklogProbe
+from shopipe_operator.backlog import Backlog, BacklogProbe
 from shopipe_operator.scaling import ScalePolicy, Scaler
 from shopipe_operator.stale import PodSeen, StaleTracker, pod_of_connection
 
@@ -198,3 +198,10 @@ async def test_unlistable_bucket_or_unknown_master_makes_the_backlog_unknown() -
     assert (b.lag, b.pending, b.incoming, b.total) == (None, None, None, None)
     lister.fail = False
     assert (await probe.measure(None)).total is None  # no master: stream unmeasured
+
+
+def test_segments_waiting_on_a_forward_destination_leave_the_scaling_backlog() -> None:
+    # They are pending and still under incoming/: out of both counts, never below zero.
+    assert Backlog(lag=10, pending=30, incoming=40, waiting=25).total == 10 + 5 + 15
+    assert Backlog(lag=0, pending=3, incoming=0, waiting=8).total == 0
+    assert Backlog(lag=None, pending=3, incoming=0, waiting=1).total is None

@@ -145,6 +145,13 @@ podAntiAffinity:
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: shopify-secrets}
 {{- end }}
+{{- if and (eq .component "worker") (include "shopipe.forward" .root) }}
+- name: SHOPIPE_FORWARD_ROUTES_FILE
+  value: /etc/shopipe/forward/routes.json
+- name: SHOPIPE_FORWARD_SHOPIFY_SECRET
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: forward-shopify-secret, optional: true}
+{{- end }}
 - name: SHOPIPE_S3_ACCESS_KEY
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: s3-access-key}
@@ -223,4 +230,9 @@ checksum/secret: {{ include "shopipe.secretChecksum" .root }}
      --api-versions monitoring.coreos.com/v1/<Kind>. */}}
 {{- define "shopipe.hasMonitoringCRD" -}}
 {{- if .root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the worker runs the forward handler (docs/forwarding.md). */}}
+{{- define "shopipe.forward" -}}
+{{- if or .Values.worker.forward.enabled .Values.worker.forward.routes -}}true{{- end -}}
 {{- end -}}

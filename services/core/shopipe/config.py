@@ -291,6 +291,24 @@ class WorkerSettings(CommonSettings):
         help="State copies expire this long after their last write; at least Shopify's retry "
         "window plus 1 h, which the version guard against out-of-order deliveries needs.",
     )
+    forward_routes_file: str = setting(
+        "",
+        help="The forward handler's routes (YAML or JSON): topics to HTTP destinations, with "
+        "limits and signing (docs/forwarding.md). Needs forward in SHOPIPE_BUILTIN_HANDLERS.",
+    )
+    forward_shopify_secret: Secret | None = setting(
+        None,
+        help="The Shopify app's client secret (the first of the receiver's "
+        "SHOPIPE_SHOPIFY_SECRETS): forwarded deliveries carry X-Shopify-Hmac-Sha256 computed "
+        "with it over the exact body, the very value Shopify sent. Unset: no such header.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.forward_routes_file and "forward" not in self.builtin_handlers:
+            raise ConfigError(
+                "invalid configuration: SHOPIPE_FORWARD_ROUTES_FILE is set but forward is not in "
+                "SHOPIPE_BUILTIN_HANDLERS"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

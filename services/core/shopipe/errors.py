@@ -24,6 +24,11 @@ class TransientError(ShopipeError):
     retryable = True
 
 
+class Deferred(TransientError):
+    """The work was not attempted (a destination is paused or its circuit open): try it later,
+    counting no attempt, so waiting never uses up a record's attempts."""
+
+
 class ConfigError(PermanentError):
     """A setting is missing or wrong. The message names the variable, never a secret value."""
 

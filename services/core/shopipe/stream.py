@@ -45,6 +45,12 @@ class Keys:
         # topic or shop with the same webhook id cannot make the genuine delivery a duplicate.
         return f"{self.prefix}:done:wh:{shop}:{topic}:{webhook_id}"
 
+    def forward_waiting(self) -> str:
+        """Sorted set: segments with records waiting on a forward destination (throttled or its
+        circuit open), scored by when that news gets stale (epoch ms). Written by the worker's
+        forward handler, read by the operator: more workers cannot speed them up."""
+        return f"{self.prefix}:fwd:waiting"
+
     def done_event(self, shop: str, topic: str, event_id: str) -> str:
         return f"{self.prefix}:done:ev:{shop}:{topic}:{event_id}"
 

@@ -15,6 +15,7 @@ from shopipe.httpops import OpsServer, ops_app, serve
 from shopipe.logs import get_logger
 from shopipe.metrics import set_build_info
 from shopipe.sentinel import RedisTarget
+from shopipe.stream import Keys
 
 from shopipe_operator.backends.base import Backend
 from shopipe_operator.backlog import BacklogProbe, Lister
@@ -84,6 +85,7 @@ class Operator:
             lister,
             settings.listing_interval_seconds,
             cap,
+            waiting_key=Keys(settings.key_prefix).forward_waiting(),
         )
         self.reconciler = Reconciler(settings, self.backend, self.watch, probe, self.elector)
         self.stopping = asyncio.Event()

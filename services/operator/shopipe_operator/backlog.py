@@ -1,5 +1,8 @@
 """The scaler's backlog: stream lag + pending entries + segments under ``incoming/``, measured
-by ``shopipe.backlog`` (the same measure as ``shopipe backlog``, true after failovers).
+by ``shopipe.backlog`` (the same measure as ``shopipe backlog``, true after failovers), less the
+segments with records waiting on a forward destination at its limits or with its circuit open
+(``Keys.forward_waiting``, written by the workers): more workers cannot speed those up. They
+are pending and under ``incoming/``, so they leave both counts.
 
 A missing stream or group is an empty stream (0), never unknown. What cannot be measured
 (Redis or the bucket not answering) is None, and the scaler then leaves the replicas alone.
@@ -29,12 +32,14 @@ class Backlog:
     lag: int | None
     pending: int | None
     incoming: int | None
+    waiting: int = 0  # segments waiting on a forward destination
 
     @property
     def total(self) -> int | None:
         if self.lag is None or self.pending is None or self.incoming is None:
             return None
-        return self.lag + self.pending + self.incoming
+        pending = max(0, self.pending - self.waiting)
+        return self.lag + pending + max(0, self.incoming - self.waiting)
 
 
 class BacklogProbe:
@@ -48,6 +53,7 @@ class BacklogProbe:
         listing_interval: float,
         cap: int,
         clock: Callable[[], float] = time.monotonic,
+        waiting_key: str | None = None,
     ) -> None:
         self.stream = stream
         self.group = group
@@ -55,6 +61,7 @@ class BacklogProbe:
         self.listing_interval = listing_interval
         self.cap = cap
         self.clock = clock
+        self.waiting_key = waiting_key
         self._listed_at: float | None = None
         self._incoming: int | None = None
         self.last: Backlog | None = None
@@ -77,11 +84,16 @@ class BacklogProbe:
         """``r``: a client on the current master, None when the master is unknown."""
         lag: int | None = None
         pending: int | None = None
+        waiting = 0
         if r is not None:
             try:
                 sb = await backlog.stream_backlog(r, self.stream, self.group, self.cap)
                 lag, pending = sb.lag, sb.pending
+                if self.waiting_key is not None:
+                    # Entries are scored by when they go stale (the workers' wall clock).
+                    now_ms = int(time.time() * 1000)
+                    waiting = int(await r.zcount(self.waiting_key, now_ms, "+inf"))
             except (rex.RedisError, OSError) as e:
                 log.warning("cannot measure the stream", extra={"error": type(e).__name__})
-        self.last = Backlog(lag, pending, await self.incoming())
+        self.last = Backlog(lag, pending, await self.incoming(), waiting)
         return self.last

@@ -7,7 +7,8 @@ from shopipe.metrics import REGISTRY
 
 BACKLOG = Gauge(
     "shopipe_operator_backlog",
-    "Backlog used for scaling (lag + pending + incoming).",
+    "Backlog used for scaling (lag + pending + incoming), less segments waiting on a forward "
+    "destination (throttled or circuit open).",
     registry=REGISTRY,
 )
 DESIRED = Gauge(

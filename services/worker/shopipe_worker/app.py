@@ -29,7 +29,7 @@ log = get_logger(__name__)
 class Worker:
     def __init__(self, settings: WorkerSettings, registry: Registry | None = None) -> None:
         self.settings = settings
-        self.registry = registry or build(settings.builtin_handlers, settings.handlers)
+        self.registry = registry or build(settings.builtin_handlers, settings.handlers, settings)
         self.master = MasterClient(
             RedisTarget.from_settings(settings), service="worker", pod=settings.pod_name
         )
@@ -41,7 +41,11 @@ class Worker:
         self.http: httpops.OpsServer | None = None
 
     async def status(self) -> dict[str, Any]:
-        return {"redis_master": self.master.address, **self.consumer.status()}
+        return {
+            "redis_master": self.master.address,
+            **self.consumer.status(),
+            **await self.registry.status(self.master),
+        }
 
     async def ready(self) -> bool:
         return self.master.address is not None and not self.stopping.is_set()
@@ -75,6 +79,7 @@ class Worker:
             self.stopping.set()
             await sweeping
             await self.http.stop()
+            await self.registry.close()
             await self.master.close()
             self.store.close()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,6 +14,8 @@ from shopipe.config import WorkerSettings, load_settings
 from shopipe.sentinel import MasterClient, RedisTarget
 
 from shopipe_worker import backlog, dlq
+from shopipe_worker.forward import cli as forward_cli
+from shopipe_worker.forward.delivery import route_of
 from shopipe_worker.processor import redis_deadline
 
 
@@ -74,7 +76,8 @@ def dlq_list(args: argparse.Namespace) -> int:
     s = _settings()
 
     async def collect(_m: MasterClient, store: Buffer) -> tuple[list[dlq.DeadLetter], list[str]]:
-        return await dlq.list_dead(store, args.topic), await dlq.list_dead_segments(store)
+        dead = _of_route(await dlq.list_dead(store, args.topic), args.route)
+        return dead, [] if args.route else await dlq.list_dead_segments(store)
 
     records, segments = asyncio.run(_with_clients(s, collect))
     for dl in records:
@@ -85,14 +88,22 @@ def dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _of_route(items: list[dlq.DeadLetter], route: str | None) -> list[dlq.DeadLetter]:
+    """The dead letters of forward route ``route`` (all of them when None)."""
+    if route is None:
+        return items
+    return [dl for dl in items if route_of(dl.doc.error) == route]
+
+
 def dlq_replay(args: argparse.Namespace) -> int:
-    if not args.all and args.topic is None and not args.record_ids:
-        print("shopipe dlq replay: name record ids, or use --topic T or --all", file=sys.stderr)
+    if not args.all and args.topic is None and args.route is None and not args.record_ids:
+        msg = "shopipe dlq replay: name record ids, or use --topic T, --route R or --all"
+        print(msg, file=sys.stderr)
         return 2
     s = _settings()
 
     async def go(master: MasterClient, store: Buffer) -> dlq.Report | None:
-        items = await dlq.list_dead(store, args.topic)
+        items = _of_route(await dlq.list_dead(store, args.topic), args.route)
         if args.record_ids:
             wanted = set(args.record_ids)
             items = [dl for dl in items if dl.record_id in wanted]
@@ -135,10 +146,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
     lp = dsub.add_parser("list", help="One JSON line per dead-lettered record.")
     lp.add_argument("--topic", help="Only this topic.")
+    lp.add_argument("--route", help="Only records a forward route failed (docs/forwarding.md).")
     lp.set_defaults(func=dlq_list)
     rp = dsub.add_parser("replay", help="Process dead-lettered records again.")
     rp.add_argument("record_ids", nargs="*", help="Record ids to replay.")
     rp.add_argument("--topic", help="Replay every record of this topic.")
+    rp.add_argument("--route", help="Replay every record this forward route failed.")
     rp.add_argument("--all", action="store_true", help="Replay every dead-lettered record.")
     rp.add_argument(
         "--force",
@@ -146,3 +159,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Also run records that are already done again (their handlers apply twice).",
     )
     rp.set_defaults(func=dlq_replay)
+
+    forward_cli.register(sub, _settings)

@@ -7,7 +7,7 @@ from shopipe.metrics import REGISTRY
 
 RECORDS = Counter(
     "shopipe_worker_records",
-    "Records by result: processed, duplicate, failed, dead_lettered.",
+    "Records by result: processed, duplicate, failed, deferred, dead_lettered.",
     ["topic", "outcome"],
     registry=REGISTRY,
 )

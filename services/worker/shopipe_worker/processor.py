@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from shopipe import segment
 from shopipe.buffer import Buffer, ObjectMissing
 from shopipe.config import WorkerSettings
-from shopipe.errors import PermanentError, RedisUnavailable
+from shopipe.errors import Deferred, PermanentError, RedisUnavailable
 from shopipe.logs import get_logger
 from shopipe.metrics import topic_label
 from shopipe.sentinel import MasterClient
@@ -51,7 +52,9 @@ class Done:
     """What became of a segment: ``finished`` means it may be acknowledged."""
 
     finished: bool
-    outcome: str  # done | missing | unparseable | retry | moved | foreign
+    # done | missing | unparseable | retry | moved | foreign | deferred (no record failed, some
+    # were deferred: retried later without counting an attempt)
+    outcome: str
     # The master connection (MasterClient.epoch) every Redis step ran on; None: none ran.
     epoch: int | None = None
 
@@ -111,16 +114,17 @@ class Processor:
         ]
         settled = 0
         epochs: set[int] = set()
+        failed: Counter[str] = Counter()
         for start in range(0, len(events), BATCH_RECORDS):
             batch = events[start : start + BATCH_RECORDS]
-            settled += await self._records(batch, key, attempt, epochs)
+            settled += await self._records(batch, key, attempt, epochs, failed)
         if len(epochs) > 1:
             # Markers went to two servers (a failover mid-segment): no one WAIT can vouch for
             # them all. Done again on the current master, where the markers decide.
             return Done(False, "moved")
         epoch = next(iter(epochs), None)
         if settled < len(records):
-            return Done(False, "retry", epoch)
+            return Done(False, "retry" if failed["failed"] else "deferred", epoch)
         if self.settings.archive:
             await self._before_archive(key, events, records)
         m.SEGMENTS.labels(outcome="done").inc()
@@ -128,7 +132,9 @@ class Processor:
         # confirmed the markers.
         return Done(True, "done", epoch)
 
-    async def _records(self, events: list[Event], key: str, attempt: int, epochs: set[int]) -> int:
+    async def _records(
+        self, events: list[Event], key: str, attempt: int, epochs: set[int], failed: Counter[str]
+    ) -> int:
         """How many of ``events`` are settled (done, duplicate or dead-lettered); their
         handlers run in as few transactions as ``ledger.apply_many`` allows."""
         settled = 0
@@ -159,6 +165,8 @@ class Processor:
             for (event, _), result in zip(batch, results, strict=False):
                 if await self._settle(event, result, key, attempt, epochs):
                     settled += 1
+                elif not isinstance(result, Deferred):
+                    failed["failed"] += 1
             work = work[len(results) :]
         return settled
 
@@ -197,6 +205,9 @@ class Processor:
         record is settled."""
         topic = topic_label(event.topic)
         s = self.settings
+        if isinstance(result, Deferred):
+            m.RECORDS.labels(topic=topic, outcome="deferred").inc()
+            return False  # not attempted: never dead-lettered for it
         if isinstance(result, Exception):
             e = result
             m.RECORDS.labels(topic=topic, outcome="failed").inc()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
     from shopipe.buffer import Buffer
     from shopipe.config import WorkerSettings
+    from shopipe.sentinel import MasterClient
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,20 @@ def matches(parts: tuple[str, ...], topic: str) -> bool:
     return len(got) == len(parts) and all(p in ("*", g) for p, g in zip(parts, got, strict=True))
 
 
+Closer = Callable[[], Awaitable[None]]
+StatusPart = Callable[["MasterClient"], Awaitable[dict[str, Any]]]
+
+
 class Registry:
-    def __init__(self) -> None:
+    """Handlers by topic pattern. ``settings`` are the worker's, for ``register`` functions
+    that configure themselves from them (the forward handler's routes); ``closers`` run when
+    the worker stops, ``status_parts`` add to its ``/status``."""
+
+    def __init__(self, settings: WorkerSettings | None = None) -> None:
         self._routes: list[tuple[tuple[str, ...], str, Handler]] = []
+        self.settings = settings
+        self.closers: list[Closer] = []
+        self.status_parts: dict[str, StatusPart] = {}
 
     def add(self, pattern: str, handler: Handler, *, name: str = "") -> None:
         label = name or getattr(handler, "__name__", "handler")
@@ -91,6 +103,15 @@ class Registry:
     def names(self) -> list[str]:
         return [f"{'/'.join(parts)} -> {label}" for parts, label, _ in self._routes]
 
+    async def close(self) -> None:
+        """Release what handlers hold (HTTP clients); once, when the worker stops."""
+        closers, self.closers = self.closers, []
+        for close in closers:
+            await close()
+
+    async def status(self, master: MasterClient) -> dict[str, Any]:
+        return {name: await part(master) for name, part in self.status_parts.items()}
+
     def load_module(self, module: str) -> None:
         """Import ``module`` and call its ``register(registry)``; ConfigError if it cannot."""
         try:
@@ -106,12 +127,15 @@ class Registry:
 BUILTIN = {
     "state": "shopipe_worker.handlers.state",
     "compliance": "shopipe_worker.handlers.compliance",
+    "forward": "shopipe_worker.forward",
 }
 
 
-def build(builtin: Iterable[str], modules: Iterable[str]) -> Registry:
+def build(
+    builtin: Iterable[str], modules: Iterable[str], settings: WorkerSettings | None = None
+) -> Registry:
     """The registry of a worker: the enabled built-ins, then the user's modules in order."""
-    reg = Registry()
+    reg = Registry(settings)
     for name in builtin:
         if name not in BUILTIN:
             raise ConfigError(

@@ -16,7 +16,12 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
 FILES = ROOT / "charts/shopipe/files"
-SERVICE_METRICS = ("shopipe_receiver.metrics", "shopipe_worker.metrics", "shopipe_operator.metrics")
+SERVICE_METRICS = (
+    "shopipe_receiver.metrics",
+    "shopipe_worker.metrics",
+    "shopipe_worker.forward.metrics",
+    "shopipe_operator.metrics",
+)
 SUFFIXES = {
     "counter": ("_total",),
     "gauge": ("",),
@@ -193,6 +198,8 @@ def test_dashboard_covers_the_pipeline():
         "worker replicas",
         "redis master",
         "failovers",
+        "forward deliveries",
+        "forward breaker",
     ):
         assert topic in titles, topic
     ds = {

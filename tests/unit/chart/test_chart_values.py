@@ -36,7 +36,12 @@ MANAGED_COMMON = {
 }
 MANAGED = {
     "receiver": {"SHOPIPE_SHOPIFY_SECRETS", "SHOPIPE_WEBHOOK_PATH", "SHOPIPE_OPS_PORT"},
-    "worker": {"SHOPIPE_DRAIN_SECONDS"},
+    # The forward routes file and its secret come from the chart's Secret (worker.forward).
+    "worker": {
+        "SHOPIPE_DRAIN_SECONDS",
+        "SHOPIPE_FORWARD_ROUTES_FILE",
+        "SHOPIPE_FORWARD_SHOPIFY_SECRET",
+    },
     "operator": {
         "SHOPIPE_BACKEND",
         "SHOPIPE_NAMESPACE",
