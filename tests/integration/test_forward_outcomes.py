@@ -64,6 +64,11 @@ async def test_a_delivery_is_the_original_request_with_shopipe_headers(
             await kit.produce([(headers(TOPIC, "wh-1", "ev-1"), body())])
             await wait_for(lambda: settled(kit), what="delivered")
     (req,) = seen.requests
+    # Delivered: its sent mark stays (no re-send), its try count goes (no key per webhook left
+    # for a day under noeviction).
+    r = await kit.master.get()
+    assert [k async for k in r.scan_iter(match=f"{kit.keys.prefix}:fwd:sent:*")]
+    assert [k async for k in r.scan_iter(match=f"{kit.keys.prefix}:fwd:tries:*")] == []
     h = req["headers"]
     assert req["body"] == body()
     assert h["x-shopify-hmac-sha256"] == shopify.sign(body(), APP_SECRET)

@@ -69,6 +69,14 @@ def test_problems_are_refused_with_a_clear_message(doc: object, named: str) -> N
     assert named in str(err.value)
 
 
+def test_a_signing_secret_that_is_no_base64_is_refused_at_start() -> None:
+    """Else every delivery of the route would fail at signing, retried until dead-lettered."""
+    bad = "whsec_" + "!!not*base64*at*all!!"
+    with pytest.raises(ConfigError, match="not valid base64") as err:
+        parse(one(signing={"secrets": [bad]}))
+    assert bad not in str(err.value)
+
+
 def test_a_bad_secret_is_refused_without_being_echoed() -> None:
     with pytest.raises(ConfigError) as err:
         parse(one(signing={"secrets": ["not-a-whsec-secret-value"]}))

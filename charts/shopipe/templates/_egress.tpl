@@ -25,7 +25,8 @@
 {{- else }}
 {{- include "shopipe.egressTo" (dict "cidrs" $eg.redis.cidrs "ports" $eg.redis.ports) }}
 {{- end }}
-{{- if has .component (list "receiver" "worker") }}
+{{- /* The operator lists incoming/ for its backlog: without S3 it would never scale. */}}
+{{- if has .component (list "receiver" "worker" "operator") }}
 {{- include "shopipe.egressTo" (dict "cidrs" $eg.s3.cidrs "ports" (list $eg.s3.port)) }}
 {{- end }}
 {{- if eq .component "worker" }}

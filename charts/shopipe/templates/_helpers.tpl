@@ -150,7 +150,9 @@ podAntiAffinity:
   value: /etc/shopipe/forward/routes.json
 - name: SHOPIPE_FORWARD_SHOPIFY_SECRET
   valueFrom:
-    secretKeyRef: {name: {{ $secret }}, key: forward-shopify-secret, optional: true}
+    # Not optional: without it no X-Shopify-Hmac-Sha256 is sent, the app refuses every
+    # delivery and each webhook is dead-lettered; a pod that does not start says so at once.
+    secretKeyRef: {name: {{ $secret }}, key: forward-shopify-secret}
 {{- end }}
 - name: SHOPIPE_S3_ACCESS_KEY
   valueFrom:

@@ -116,6 +116,9 @@ class Lease:
                 pipe.zrem(self.keys.leases(self.route), self.member)
                 if delivered:
                     pipe.set(self.keys.sent(self.route, self.delivery), "1", ex=sent_ttl)
+                    # The sent mark stops any re-send: the try count is of no more use, and
+                    # would hold a key per webhook for a day.
+                    pipe.delete(self.keys.tries(self.route, self.delivery))
                     pipe.zrem(*waiting)
                     if self.failures:
                         pipe.delete(breaker.key(self.keys.prefix, self.route))

@@ -19,6 +19,8 @@ value is ever echoed. The file::
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from urllib.parse import urlsplit
 import yaml
 from shopipe.envparse import Secret
 from shopipe.errors import ConfigError
+from standardwebhooks import Webhook
 
 from shopipe_worker.registry import check_pattern
 
@@ -61,7 +64,8 @@ NUMBERS: dict[str, Limit] = {
         8, 1, 10_000, "requests", "Deliveries in flight at once, all workers.", integer=True
     ),
     "rate_per_second": Limit(
-        0.0, 0.0, 100_000.0, "requests/s", "Most deliveries started per second; 0: no limit."
+        # At most 1000: the shared limiter spaces starts by whole milliseconds.
+        0.0, 0.0, 1000.0, "requests/s", "Most deliveries started per second; 0: no limit."
     ),
     "retry_after_max_seconds": Limit(
         300.0, 0.0, 3600.0, "seconds", "A Retry-After longer than this is cut to it."
@@ -181,6 +185,15 @@ def _signing(name: str, value: Any, problems: list[str]) -> tuple[Secret, ...]:
         # The value is never echoed: it is a secret.
         problems.append(f"route {name}: signing.secrets must be whsec_ secrets (base64)")
         return ()
+    for s in secrets:
+        # Checked now: a secret that is no base64 would otherwise fail every delivery of the
+        # route at signing, retried as transient until each is dead-lettered.
+        try:
+            base64.b64decode(s.removeprefix("whsec_"), validate=True)
+            Webhook(s)
+        except (binascii.Error, ValueError):
+            problems.append(f"route {name}: a signing secret is not valid base64 after whsec_")
+            return ()
     return tuple(Secret(s) for s in secrets)
 
 
