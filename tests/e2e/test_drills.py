@@ -114,23 +114,17 @@ async def test_worker_killed_mid_segment_its_work_is_finished_by_another_once(
     await until("worker-0's segments claimed", lambda: p.pending_of("worker-0") == 0, 30)
 
 
-# Known failure, open: in the clean-clone CI run of 2026-12-01 09:05 UTC, 9 of 238 acknowledged
-# webhooks were not processed within 90 s of the restart: each object still in the bucket and
-# its stream entry still pending, delivered once (not lost: nobody took the entries over; the
-# cause is not found yet). It passed in 2 of 2 local runs that day. Not strict, so CI stays
-# green while it is found; it still runs, and its failure message says where each webhook is.
-@pytest.mark.xfail(
-    strict=False, reason="a few entries left pending after a full restart (open, not lost)"
-)
 @pytest.mark.asyncio
 async def test_sigterm_of_every_process_mid_load_then_restart_loses_nothing(
     make_stack: Callable[..., Stack],
 ):
     stack = make_stack()
     p = await started(stack, operator=True)
-    # Handlers much slower than ingest (a second each), so a backlog waits at shutdown even
-    # when a busy machine slows the load generator down.
-    p.body_extra = {"sleep": 1.0}
+    # Handlers slower than ingest, so a backlog waits at shutdown even when a busy machine slows
+    # the load generator down. Not a second each: a segment's records run one after another,
+    # and group commit puts dozens in a segment under this load, so the largest segment alone
+    # then took longer than the wait below (9 of 238, then 17 of 643 "pending, not taken over").
+    p.body_extra = {"sleep": 0.2}
     stop = asyncio.Event()
     load = asyncio.create_task(p.load(stop))
     try:
@@ -157,4 +151,5 @@ async def test_sigterm_of_every_process_mid_load_then_restart_loses_nothing(
     again.sent = p.sent
     await again.resend(cut)  # Shopify retries what got no 200
     everyone = [s.webhook_id for s in p.sent]
-    exactly_once(await again.wait_processed(everyone, timeout=90), everyone)
+    # The whole backlog of the shutdown, on two workers that just started: room for a busy CI.
+    exactly_once(await again.wait_processed(everyone, timeout=150), everyone)
