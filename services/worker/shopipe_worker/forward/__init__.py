@@ -45,6 +45,10 @@ class Forwarder:
         self.routes = routes
         self.shopify_secret = shopify_secret
         self._clients: dict[str, httpx.AsyncClient] = {}
+        # (segment, route) -> until when (monotonic s) a record of that segment on that route
+        # does not wait for a slot: one record waited already, so the rest of the segment's
+        # records on the route are deferred at once, not each after its own wait.
+        self._throttled: dict[tuple[str, str], float] = {}
 
     def client(self, route: Route) -> httpx.AsyncClient:
         got = self._clients.get(route.name)
@@ -87,13 +91,16 @@ class Forwarder:
             # One round trip: sent already, disabled, the breaker, a Retry-After pause, the
             # limits across every worker. While the breaker is open (CircuitOpen) or no slot
             # comes (Throttled), the record is deferred: retried later, using up no attempt.
-            lease = await limits.start(ctx.redis, keys, route, state.delivery_of(event), ttl)
+            lease = await limits.start(
+                ctx.redis, keys, route, state.delivery_of(event), ttl, self._wait(waiting[1], name)
+            )
         except breaker.CircuitOpen:
             m.BREAKER_OPEN.labels(route=name).set(1.0)
             m.DEFERRED.labels(route=name, reason="circuit_open").inc()
             await limits.note_waiting(ctx.redis, *waiting, wait_for)
             raise
         except limits.Throttled:
+            self._throttled[(waiting[1], name)] = time.monotonic() + limits.WAIT_SECONDS
             m.DEFERRED.labels(route=name, reason="throttled").inc()
             await limits.note_waiting(ctx.redis, *waiting, wait_for)
             raise
@@ -135,6 +142,14 @@ class Forwarder:
         # The slot back, the webhook marked sent, a run of failures ended: one round trip.
         await lease.end(True, ttl, waiting)
         m.BREAKER_OPEN.labels(route=name).set(0.0)
+
+    def _wait(self, seg: str, route: str) -> float:
+        """Seconds a record of segment ``seg`` may wait for a slot on ``route``: none while
+        another record of the segment was just deferred for want of one."""
+        now = time.monotonic()
+        for k in [k for k, until in self._throttled.items() if until <= now]:
+            del self._throttled[k]  # bounded: entries live WAIT_SECONDS
+        return 0.0 if (seg, route) in self._throttled else limits.WAIT_SECONDS
 
     async def _send(self, route: Route, event: Event, attempt: int) -> None:
         """One delivery, counted in the metrics."""

@@ -65,7 +65,11 @@ NUMBERS: dict[str, Limit] = {
     ),
     "rate_per_second": Limit(
         # At most 1000: the shared limiter spaces starts by whole milliseconds.
-        0.0, 0.0, 1000.0, "requests/s", "Most deliveries started per second; 0: no limit."
+        0.0,
+        0.0,
+        1000.0,
+        "requests/s",
+        "Most deliveries started per second; 0: no limit.",
     ),
     "retry_after_max_seconds": Limit(
         300.0, 0.0, 3600.0, "seconds", "A Retry-After longer than this is cut to it."
