@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import socket
 from pathlib import Path
@@ -50,20 +51,52 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports free right now on ``host``.
+# Ports are drawn below the kernel's ephemeral range (32768-60999 on Linux). A port the kernel
+# hands out for "port 0" comes from that range, where every outgoing connection also takes its
+# local port at any moment: a port found free there was often taken by the time a server bound
+# it (a worker failed to start with EADDRINUSE in a CI run, four test processes at once). Each
+# pytest-xdist worker (or, outside pytest, each process) draws from a slice of its own, and a
+# process never hands out a port twice.
+_LOW, _HIGH, _SLICES = 20000, 32000, 8
+_given: set[int] = set()
 
-    All sockets stay open until every port is chosen so the kernel cannot hand out one twice;
-    another process may still take one before our server binds it, a race we accept (a server
-    that fails to bind names its log in the readiness error).
+
+def _slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist
+    n = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else os.getpid()
+    width = (_HIGH - _LOW) // _SLICES
+    start = _LOW + (n % _SLICES) * width
+    return range(start, start + width)
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports free right now on ``host``, none handed out before by this process.
+
+    All sockets stay open until every port is chosen. Another process may still take one before
+    our server binds it (a server that fails to bind names its log in the readiness error), but
+    not an outgoing connection, nor another test process (see above).
     """
     socks: list[socket.socket] = []
+    candidates = [p for p in _slice() if p not in _given]
+    random.shuffle(candidates)
     try:
-        for _ in range(n):
+        for port in candidates:  # bounded: one slice
+            if len(socks) == n:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < n:  # the slice is used up: the kernel's choice, as before
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        ports = [s.getsockname()[1] for s in socks]
+        _given.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()
