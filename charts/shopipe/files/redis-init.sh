@@ -44,6 +44,7 @@ survey_others() {
 wait_until=0
 if [ -n "$(ls -A "${DATA_DIR:-/data}" 2>/dev/null)" ]; then
     wait_until=$(( $(date +%s) + ${BOOT_WAIT_SECONDS:-120} ))
+    echo "redis-init: this pod has data, so it waits for the Sentinels (up to ${BOOT_WAIT_SECONDS:-120} s)"
 fi
 while :; do
     master="$(sentinels_say)"
@@ -64,7 +65,7 @@ while :; do
         echo "redis-init: no Sentinel and no Redis answered; bootstrap master is $master"
         break
     fi
-    echo "redis-init: nobody answers yet; this pod has data, so it waits for the Sentinels"
+    echo "redis-init: nobody answers yet; asking again"
     sleep 2
 done
 
