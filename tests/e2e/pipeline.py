@@ -105,8 +105,9 @@ class Pipeline:
         receivers: int = 1,
         worker_env: dict[str, str] | None = None,
         operator_env: dict[str, str] | None = None,
+        receiver_env: dict[str, str] | None = None,
     ) -> Pipeline:
-        quiet = {"SHOPIPE_LOG_LEVEL": "warning"}
+        quiet = {"SHOPIPE_LOG_LEVEL": "warning", **(receiver_env or {})}
         self.receivers = [self._spawn("receiver", f"receiver-{i}", quiet) for i in range(receivers)]
         w_env = {**WORKER_ENV, **(worker_env or {})}
         self.workers = [self._spawn("worker", f"worker-{i}", w_env) for i in range(workers)]

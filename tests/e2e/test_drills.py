@@ -22,10 +22,19 @@ from tests.e2e.pipeline import Pipeline, exactly_once, until
 pytestmark = pytest.mark.e2e
 
 
+SMALL_SEGMENTS = {"SHOPIPE_SEGMENT_MAX_RECORDS": "4"}
+
+
 async def started(
-    stack: Stack, workers: int = 2, operator: bool = False, receivers: int = 1
+    stack: Stack,
+    workers: int = 2,
+    operator: bool = False,
+    receivers: int = 1,
+    receiver_env: dict[str, str] | None = None,
 ) -> Pipeline:
-    return await asyncio.to_thread(Pipeline(stack).start, workers, operator, receivers)
+    return await asyncio.to_thread(
+        Pipeline(stack).start, workers, operator, receivers, None, None, receiver_env
+    )
 
 
 @pytest.mark.asyncio
@@ -119,12 +128,12 @@ async def test_sigterm_of_every_process_mid_load_then_restart_loses_nothing(
     make_stack: Callable[..., Stack],
 ):
     stack = make_stack()
-    p = await started(stack, operator=True)
-    # Handlers slower than ingest, so a backlog waits at shutdown even when a busy machine slows
-    # the load generator down. Not a second each: a segment's records run one after another,
-    # and group commit puts dozens in a segment under this load, so the largest segment alone
-    # then took longer than the wait below (9 of 238, then 17 of 643 "pending, not taken over").
-    p.body_extra = {"sleep": 0.2}
+    p = await started(stack, operator=True, receiver_env=SMALL_SEGMENTS)
+    # Handlers much slower than ingest (a second each), so a backlog waits at shutdown even
+    # when a busy machine slows the load generator down. A segment's records run one after
+    # another: with group commit's dozens per segment the largest one alone outlasted the wait
+    # after the restart (9 of 238, then 17 of 643 "pending, not taken over"), so at most 4 here.
+    p.body_extra = {"sleep": 1.0}
     stop = asyncio.Event()
     load = asyncio.create_task(p.load(stop))
     try:
@@ -147,7 +156,7 @@ async def test_sigterm_of_every_process_mid_load_then_restart_loses_nothing(
     assert backlog, "nothing acknowledged was waiting at shutdown"
 
     await asyncio.to_thread(stack.start)  # same state dir: the data survives, ports are new
-    again = await started(stack, operator=True)
+    again = await started(stack, operator=True, receiver_env=SMALL_SEGMENTS)
     again.sent = p.sent
     await again.resend(cut)  # Shopify retries what got no 200
     everyone = [s.webhook_id for s in p.sent]
