@@ -88,6 +88,17 @@ def _traffic(stack: Stack, stream: str, group: str, n: int) -> None:
     """Announce ``n`` segments and process them all, as receivers and workers do; trimmed to a
     small MAXLEN as the receivers' approximate cap does at scale."""
     with client(stack.current_master(), stack.info.redis_password) as r:
+        # A master just promoted refuses writes (NOREPLICAS, min-replicas-to-write) until a
+        # replica has linked to it: wait for that, bounded, as every shopipe client retries.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r.set(f"{stream}:writable", "1")
+                break
+            except redis.ResponseError as e:
+                if not str(e).startswith("NOREPLICAS") or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         for i in range(n):
             r.xadd(
                 stream, {"key": f"incoming/{i:013d}-x.seg", "n": "1"}, maxlen=50, approximate=False

@@ -46,7 +46,9 @@ def table(tmp_path: Path) -> Iterator[ProcessTable]:
 def _runs(table: ProcessTable, name: str, expected: int, timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
-        runs = [ln for ln in table.log_path(name).read_text().splitlines() if ln.startswith("run")]
+        # Whole lines only: a line the process is still writing reads cut short.
+        lines = table.log_path(name).read_text().split("\n")[:-1]
+        runs = [ln for ln in lines if ln.startswith("run")]
         if len(runs) >= expected or time.monotonic() >= deadline:
             return runs
         time.sleep(0.02)
