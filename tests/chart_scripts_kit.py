@@ -12,7 +12,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -187,3 +187,16 @@ def written(master: redis.Redis, key: str, value: str) -> bool:
         if "NOREPLICAS" in str(e):
             return False
         raise
+
+
+def until(check: Callable[[], bool], what: str, seconds: float = 15) -> None:
+    """Poll ``check`` until it holds; fail with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def link_up(replica: redis.Redis) -> bool:
+    """The replica's link to its master is up (it has synced)."""
+    return replica.info("replication").get("master_link_status") == "up"

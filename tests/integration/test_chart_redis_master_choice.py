@@ -9,14 +9,21 @@ import contextlib
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.chart_scripts_kit import FILES, R, free_port, local_redis, run_script, written
+from tests.chart_scripts_kit import (
+    FILES,
+    R,
+    free_port,
+    link_up,
+    local_redis,
+    run_script,
+    until,
+    written,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +50,6 @@ def choose(port: int, me: str, hosts: tuple[str, ...]) -> str:
     return proc.stdout.strip()
 
 
-def wait_for(check: Callable[[], bool], what: str, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
-def link_up(replica: redis.Redis) -> bool:
-    return replica.info("replication").get("master_link_status") == "up"
-
-
 def failover_accepted(sentinel: redis.Redis) -> bool:
     """SENTINEL FAILOVER, refused (NOGOODSLAVE) until the Sentinel has heard from the replica."""
     try:
@@ -76,7 +72,7 @@ def test_a_running_master_is_followed(tmp_path, conf):
         replica = stack.enter_context(
             local_redis(tmp_path / "r", conf, PASSWORD, (HOSTS[0], port), host=HOSTS[1], port=port)
         )
-        wait_for(lambda: link_up(replica), "replica never synced")
+        until(lambda: link_up(replica), "replica never synced")
         assert choose(port, HOSTS[2], HOSTS[:2]) == HOSTS[0]
 
 
@@ -95,8 +91,8 @@ def test_with_the_master_gone_the_most_replicated_replica_leads(tmp_path, conf):
                 )
                 for h in HOSTS[1:]
             )
-            wait_for(lambda: link_up(ahead) and link_up(behind), "replicas never synced")
-            wait_for(lambda: written(m, "k", "1"), "the master never counted its replicas")
+            until(lambda: link_up(ahead) and link_up(behind), "replicas never synced")
+            until(lambda: written(m, "k", "1"), "the master never counted its replicas")
             assert m.execute_command("WAIT", 2, 5000) == 2
             behind.replicaof(GONE, port)  # detached: its offset stays where it was
             for i in range(100):
@@ -104,7 +100,7 @@ def test_with_the_master_gone_the_most_replicated_replica_leads(tmp_path, conf):
             assert m.execute_command("WAIT", 1, 5000) == 1
         finally:
             master.close()  # the master dies; its replicas run on
-        wait_for(lambda: not link_up(ahead), "the master's death went unnoticed")
+        until(lambda: not link_up(ahead), "the master's death went unnoticed")
         off = [r.info("replication")["master_repl_offset"] for r in (ahead, behind)]
         assert off[0] > off[1]
         # From pod 2's init (or any pod's but the dead master's): the replica that is ahead.
@@ -134,14 +130,14 @@ def test_a_sentinel_restarted_alone_monitors_the_master_its_saved_state_names(tm
         replica = stack.enter_context(
             local_redis(tmp_path / "r", plain, PASSWORD, (HOSTS[0], port), host=HOSTS[1], port=port)
         )
-        wait_for(lambda: link_up(replica), "replica never synced")
+        until(lambda: link_up(replica), "replica never synced")
         sentinel = stack.enter_context(
             local_redis(tmp_path / "s", sentinel_conf, PASSWORD, host=HOSTS[2], sentinel=True)
         )
-        wait_for(lambda: failover_accepted(sentinel), "the Sentinel never took the failover")
+        until(lambda: failover_accepted(sentinel), "the Sentinel never took the failover")
         saved = tmp_path / "s" / "redis.conf"
         promoted = f"sentinel monitor mymaster {HOSTS[1]} {port}"
-        wait_for(lambda: promoted in saved.read_text(), "the failover was never saved")
+        until(lambda: promoted in saved.read_text(), "the failover was never saved")
         state = saved.read_text()
     init = tmp_path / "init"
     (init / "conf").mkdir(parents=True)

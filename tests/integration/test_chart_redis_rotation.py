@@ -5,13 +5,12 @@ from a master of the other, and clients with either side's password are served b
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.chart_scripts_kit import R, local_redis, run_script, written
+from tests.chart_scripts_kit import R, link_up, local_redis, run_script, until, written
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +37,9 @@ def port_of(client: redis.Redis) -> int:
     return port
 
 
-def wait_in_sync(replica: redis.Redis, seconds: float = 15) -> None:
+def wait_in_sync(replica: redis.Redis) -> None:
     """Poll until the link is up; a refused masterauth never gets there and fails here."""
-    deadline = time.monotonic() + seconds
-    while replica.info("replication").get("master_link_status") != "up":
-        assert time.monotonic() < deadline, "the replica never synced with its master"
-        time.sleep(0.05)
+    until(lambda: link_up(replica), "the replica never synced with its master")
 
 
 def accepts(client: redis.Redis, password: str) -> bool:
@@ -67,11 +63,8 @@ def test_pods_of_adjacent_steps_replicate_and_serve_both_sides(tmp_path, step, m
             wait_in_sync(replica)
             # min-replicas-to-write 1 (the chart's policy): the master counts the replica once
             # its first acknowledgement arrived, a moment after the link is up.
-            deadline = time.monotonic() + 15
-            while not written(master, "rotation", str(step)):
-                assert time.monotonic() < deadline, "the master never counted its replica"
-                time.sleep(0.05)
-            master.execute_command("WAIT", 1, 5000)
+            until(lambda: written(master, "rotation", str(step)), "the master never counted it")
+            master.wait(1, 5000)
             assert replica.get("rotation") == str(step)
             # Clients of both steps (apps roll at the same time) are served by both servers.
             for server in (master, replica):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,22 +12,10 @@ from shopipe_devstack import Stack
 from shopipe_devstack.redis import client
 from shopipe_worker.forward import state
 
+from tests.cli_kit import shopipe
 from tests.forward_kit import forward_env, write_routes
 
 pytestmark = pytest.mark.integration
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "shopipe", *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_status_shows_a_disabled_route_and_enable_brings_it_back(
@@ -50,21 +35,21 @@ def test_status_shows_a_disabled_route_and_enable_brings_it_back(
     r: Redis = client(stack.current_master(), stack.info.redis_password, timeout=2.0)
     with r:
         r.set(state.Keys(prefix).disabled("app"), json.dumps({"status": 410, "at": 1.0}))
-        got = run(env, "forward", "status", "--json")
+        got = shopipe("forward", "status", "--json", env=env)
         assert got.returncode == 0, got.stderr
         doc = json.loads(got.stdout)
         assert (doc["app"]["state"], doc["crm"]["state"]) == ("disabled", "enabled")
         assert doc["app"]["disabled"]["status"] == 410
         assert doc["app"]["breaker"] == "closed"
         r.hset(f"{prefix}:fwd:breaker:crm", "failures", 7)  # past the default 5
-        got = run(env, "forward", "status")
+        got = shopipe("forward", "status", env=env)
         assert "crm                  enabled   breaker open" in got.stdout, got.stdout
 
-        got = run(env, "forward", "enable", "app")
+        got = shopipe("forward", "enable", "app", env=env)
         assert got.returncode == 0, got.stderr
         assert "enabled again" in got.stdout
         assert r.get(state.Keys(prefix).disabled("app")) is None
 
-        got = run(env, "forward", "enable", "nope")
+        got = shopipe("forward", "enable", "nope", env=env)
         assert got.returncode == 2
         assert "no route 'nope'" in got.stderr

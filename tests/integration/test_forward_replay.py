@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from shopipe_worker import dlq
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tests.cli_kit import shopipe
 from tests.forward_kit import destination, forward_env, ok, workers, write_routes
 from tests.worker_kit import Kit, headers, kit, settled, wait_for
 
@@ -22,19 +20,6 @@ pytestmark = pytest.mark.integration
 __all__ = ["kit"]
 
 TOPIC = "orders/create"
-
-
-def shopipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "shopipe", *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.asyncio
@@ -55,13 +40,13 @@ async def test_replay_by_route_sends_again_only_to_that_route(kit: Kit, tmp_path
                 [(headers(TOPIC, f"wh-{i}"), json.dumps({"i": i}).encode()) for i in range(3)]
             )
             await wait_for(lambda: settled(kit), what="refused by app")
-            listed = await asyncio.to_thread(shopipe, env, "dlq", "list", "--route", "app")
+            listed = await asyncio.to_thread(shopipe, "dlq", "list", "--route", "app", env=env)
             assert listed.returncode == 0, listed.stderr
             assert len(listed.stdout.splitlines()) == 3
-            none = await asyncio.to_thread(shopipe, env, "dlq", "list", "--route", "crm")
+            none = await asyncio.to_thread(shopipe, "dlq", "list", "--route", "crm", env=env)
             assert none.stdout == ""
             refusing = False
-            got = await asyncio.to_thread(shopipe, env, "dlq", "replay", "--route", "app")
+            got = await asyncio.to_thread(shopipe, "dlq", "replay", "--route", "app", env=env)
             assert got.returncode == 0, got.stderr
 
             async def replayed() -> bool:

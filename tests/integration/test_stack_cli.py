@@ -18,6 +18,8 @@ import pytest
 from shopipe_devstack import Ports, ProcessTable, Stack, StackError, StackInfo
 from shopipe_devstack.records import ledger_survivors
 
+from tests.cli_kit import shopipe
+
 pytestmark = pytest.mark.integration
 
 READY_TIMEOUT = 60.0
@@ -82,14 +84,6 @@ def dev_up(state_dir: Path, *args: str) -> Iterator[DevProcess]:
         dev.close()
 
 
-def _shopipe(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "shopipe", *args],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
-    )  # fmt: skip
-
-
 def test_dev_up_prints_the_summary_and_dev_down_stops_everything(stack_dir: Path) -> None:
     with dev_up(stack_dir) as dev:
         dev.wait_for("ready in")
@@ -110,7 +104,7 @@ def test_dev_up_prints_the_summary_and_dev_down_stops_everything(stack_dir: Path
         for secret in (info.redis_password, info.s3_secret_key, info.shopify_secret):
             assert secret not in out  # only with --show-secrets
 
-        status = _shopipe("dev", "status", "--state-dir", str(stack_dir))
+        status = shopipe("dev", "status", "--state-dir", str(stack_dir), timeout=120)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "sentinel-2" in status.stdout
         assert "DEAD" not in status.stdout
@@ -122,7 +116,7 @@ def test_dev_up_prints_the_summary_and_dev_down_stops_everything(stack_dir: Path
         deadline = time.monotonic() + 60
         line = ""
         while time.monotonic() < deadline:
-            status = _shopipe("dev", "status", "--state-dir", str(stack_dir))
+            status = shopipe("dev", "status", "--state-dir", str(stack_dir), timeout=120)
             line = next(ln for ln in status.stdout.splitlines() if "sentinel-2" in ln)
             if "running" in line and "restarts 1" in line:
                 break
@@ -131,11 +125,11 @@ def test_dev_up_prints_the_summary_and_dev_down_stops_everything(stack_dir: Path
         assert "restarts 1, last exit signal 9 (SIGKILL)" in line
         assert status.returncode == 0
 
-        again = _shopipe("dev", "up", "--state-dir", str(stack_dir), "--no-services")
+        again = shopipe("dev", "up", "--state-dir", str(stack_dir), "--no-services", timeout=120)
         assert again.returncode == 1
         assert "already running" in again.stderr
 
-        down = _shopipe("dev", "down", "--state-dir", str(stack_dir))
+        down = shopipe("dev", "down", "--state-dir", str(stack_dir), timeout=120)
         assert down.returncode == 0, down.stderr
         assert dev.wait_exit() == 0
         assert "shopipe dev: stopped" in "".join(dev.seen)

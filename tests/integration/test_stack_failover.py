@@ -21,6 +21,8 @@ from shopipe_devstack.redis import client
 from shopipe_operator.backlog import BacklogProbe
 from shopipe_operator.scaling import ScalePolicy, Scaler
 
+from tests.chart_scripts_kit import until, written
+
 pytestmark = pytest.mark.integration
 
 
@@ -90,15 +92,7 @@ def _traffic(stack: Stack, stream: str, group: str, n: int) -> None:
     with client(stack.current_master(), stack.info.redis_password) as r:
         # A master just promoted refuses writes (NOREPLICAS, min-replicas-to-write) until a
         # replica has linked to it: wait for that, bounded, as every shopipe client retries.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r.set(f"{stream}:writable", "1")
-                break
-            except redis.ResponseError as e:
-                if not str(e).startswith("NOREPLICAS") or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        until(lambda: written(r, f"{stream}:writable", "1"), "the master never took writes", 30)
         for i in range(n):
             r.xadd(
                 stream, {"key": f"incoming/{i:013d}-x.seg", "n": "1"}, maxlen=50, approximate=False

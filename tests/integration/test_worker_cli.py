@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -19,6 +17,8 @@ from shopipe.stream import Keys, announce, ensure_group
 from shopipe_devstack import Stack
 from shopipe_worker.deadletter import Document
 from shopipe_worker.events import Event
+
+from tests.cli_kit import shopipe
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +39,7 @@ class Env:
         self.master = MasterClient(RedisTarget.from_settings(self.settings), service="t", pod=tag)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPIPE_")}
-        env.update(self.shopipe)
-        return subprocess.run(
-            [sys.executable, "-m", "shopipe", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return shopipe(*args, env=self.shopipe)
 
 
 @pytest_asyncio.fixture

@@ -140,3 +140,15 @@ def test_the_routes_table_of_the_docs_gives_the_code_s_defaults_and_bounds() -> 
         assert float(default) == spec.default, key
         assert bounds == f"{spec.minimum:g}\u2013{spec.maximum:g}", key
     assert set(rows) == {*NUMBERS, "topics", "url", "headers", "signing.secrets"}
+
+
+def test_a_url_is_described_without_its_credentials_or_query(tmp_path: Path) -> None:
+    path = tmp_path / "routes.json"
+    url = "https://user:hunter2@app.example:8443/hooks?token=s3cret#frag"
+    path.write_text(json.dumps({"routes": {"app": {"topics": ["*"], "url": url}}}))
+    (route,) = load(str(path))
+    assert route.url == url  # delivered to as written
+    shown = route.describe()
+    for secret in ("hunter2", "s3cret", "user"):
+        assert secret not in shown
+    assert "https://***@app.example:8443/hooks?***" in shown

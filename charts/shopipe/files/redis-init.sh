@@ -13,31 +13,6 @@ set -eu
 
 me="$(hostname).${REDIS_HEADLESS}"
 
-# The master the Sentinels report, if any answers.
-sentinels_say() {
-    i=0
-    while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
-        s="${SENTINEL_STS}-${i}.${SENTINEL_HEADLESS}"
-        reply="$(REDISCLI_AUTH="$SENTINEL_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$s" \
-            -p 26379 --raw SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
-        case "$reply" in
-            ""|*ERR*|*NOAUTH*|*WRONGPASS*) ;;
-            *) echo "$reply"; return 0 ;;
-        esac
-        i=$((i + 1))
-    done
-}
-
-# The other Redis pods that answer, one redis_survey line each.
-survey_others() {
-    i=0
-    while [ "$i" -lt "$REDIS_REPLICAS" ]; do
-        r="${REDIS_STS}-${i}.${REDIS_HEADLESS}"
-        [ "$r" = "$me" ] || redis_survey "$r" 6379
-        i=$((i + 1))
-    done
-}
-
 # A pod with data restarts an existing set: when nobody answers at once (a full restart: the
 # Sentinels are starting too, with their state on their volumes), wait for them rather than
 # guess. Only a first start, with an empty volume, may lead without asking.
@@ -47,14 +22,14 @@ if [ -n "$(ls -A "${DATA_DIR:-/data}" 2>/dev/null)" ]; then
     echo "redis-init: this pod has data, so it waits for the Sentinels (up to ${BOOT_WAIT_SECONDS:-120} s)"
 fi
 while :; do
-    master="$(sentinels_say)"
+    master="$(sentinels_say "")"
     if [ -n "$master" ]; then
         echo "redis-init: Sentinels report master $master"
         break
     fi
     # No Sentinel answered. Pod 0 is not a safe guess: it may be a lagging replica. Ask the Redis
     # pods still running (redis-lib.sh, choose_master: a master, or the most replicated replica).
-    master="$(survey_others | choose_master "$me")"
+    master="$(survey_pods "$me" | choose_master "$me")"
     if [ -n "$master" ]; then
         echo "redis-init: no Sentinel answered; the running Redis pods point at $master"
         break

@@ -1,4 +1,6 @@
 # Functions shared by redis-init.sh and sentinel-init.sh (sourced; POSIX sh, official redis image).
+# The pods' names come from the environment both scripts get: REDIS_STS, REDIS_HEADLESS,
+# REDIS_REPLICAS, SENTINEL_STS, SENTINEL_HEADLESS, SENTINEL_REPLICAS, MASTER_NAME and passwords.
 
 # The password lines of a redis.conf or sentinel.conf: $1 the password everybody uses, $2 a
 # second one accepted too while rotating (docs/operations.md), or empty. requirepass holds one
@@ -45,4 +47,35 @@ choose_master() {
     elif [ -n "$r" ]; then
         if [ "$r_link" = up ] || [ "$r_master" = "$1" ]; then echo "$r_master"; else echo "$r"; fi
     fi
+}
+
+# The host names of the pods of StatefulSet $1 (headless Service $2, $3 replicas), one a line.
+pods() {
+    i=0
+    while [ "$i" -lt "$3" ]; do
+        echo "$1-${i}.$2"
+        i=$((i + 1))
+    done
+}
+
+# The master the Sentinels report: the first answer of a Sentinel pod other than $1 (the caller's
+# own host name, or empty); nothing when none answers.
+sentinels_say() {
+    for s in $(pods "$SENTINEL_STS" "$SENTINEL_HEADLESS" "$SENTINEL_REPLICAS"); do
+        [ "$s" != "$1" ] || continue
+        reply="$(REDISCLI_AUTH="$SENTINEL_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$s" \
+            -p 26379 --raw SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+        case "$reply" in
+            ""|*ERR*|*NOAUTH*|*WRONGPASS*) ;;
+            *) echo "$reply"; return 0 ;;
+        esac
+    done
+}
+
+# One redis_survey line for each Redis pod other than $1 (the caller's own host name, or empty)
+# that answers.
+survey_pods() {
+    for r in $(pods "$REDIS_STS" "$REDIS_HEADLESS" "$REDIS_REPLICAS"); do
+        [ "$r" = "$1" ] || redis_survey "$r" 6379
+    done
 }

@@ -12,34 +12,21 @@ set -eu
 : "${SENTINEL_STS:?}" "${SENTINEL_HEADLESS:?}" "${SENTINEL_REPLICAS:?}" "${CONF_DIR:?}"
 
 me="$(hostname).${SENTINEL_HEADLESS}"
-master=""
-i=0
-while [ "$i" -lt "$SENTINEL_REPLICAS" ]; do
-    s="${SENTINEL_STS}-${i}.${SENTINEL_HEADLESS}"
-    if [ "$s" != "$me" ]; then
-        reply="$(REDISCLI_AUTH="$SENTINEL_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$s" \
-            -p 26379 --raw SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
-        case "$reply" in
-            ""|*ERR*|*NOAUTH*|*WRONGPASS*) ;;
-            *) master="$reply"; break ;;
-        esac
-    fi
-    i=$((i + 1))
-done
+master="$(sentinels_say "$me")"
 if [ -z "$master" ]; then
     # No peer knows: ask the Redis pods which one is a master now.
-    i=0
-    while [ "$i" -lt "$REDIS_REPLICAS" ]; do
-        r="${REDIS_STS}-${i}.${REDIS_HEADLESS}"
+    for r in $(pods "$REDIS_STS" "$REDIS_HEADLESS" "$REDIS_REPLICAS"); do
         role="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli --no-auth-warning -h "$r" -p 6379 \
             --raw ROLE 2>/dev/null | head -n 1 || true)"
         if [ "$role" = "master" ]; then master="$r"; break; fi
-        i=$((i + 1))
     done
 fi
 # The state this Sentinel wrote last time (Sentinel rewrites its file at every change: master,
 # epochs), kept when its directory is a volume (redis.sentinel.persistence): after a full restart
-# nobody runs, and it is what remembers the master.
+# nobody runs, and it is what remembers the master. Its known-replica and known-sentinel lines are
+# not carried: a Sentinel relearns both within seconds (the master's INFO, the hello channel), and
+# a line naming a pod whose DNS name is gone (scaled down, not yet scheduled) makes Valkey refuse
+# to start ("Unrecognized sentinel configuration statement", checked with Valkey 9.1).
 prev="$CONF_DIR/sentinel.conf"
 epochs=""
 if [ -f "$prev" ]; then

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from shopipe.envparse import Secret
@@ -116,7 +116,7 @@ class Route:
             else ""
         )
         return (
-            f"{self.name}: {', '.join(self.topics)} -> {self.url} "
+            f"{self.name}: {', '.join(self.topics)} -> {shown(self.url)} "
             f"(timeout {self.timeout_seconds:g} s, {limits}{extra}{sign})"
         )
 
@@ -135,6 +135,16 @@ def _number(name: str, key: str, value: Any, problems: list[str]) -> float | int
         )
         return None
     return int(value) if spec.integer else float(value)
+
+
+def shown(url: str) -> str:
+    """``url`` fit to print: a user and password or a query string may hold a token (apps put
+    their webhook secret there), so they are shown as ``***``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _url(name: str, value: Any, problems: list[str]) -> str:
