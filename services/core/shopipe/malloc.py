@@ -9,13 +9,14 @@ stalled store the receiver's RSS stepped up with the largest segments and stayed
 always their own mapping and are returned at once; smaller ones (bodies of at most a few
 tens of KiB, Python's own small-object arenas) are unaffected.
 
-Measured in the bench's overload phase: with the threshold pinned, the highest RSS of the
-slowed and stalled stages went from 96-99 MB to about 90 MB over 72 MB healthy, and it fell
-back after the stall instead of staying at its highest.
+Measured in the bench's overload phase (quick, load average 8-11): unpinned, the receiver's RSS
+stayed at 92 MB after its 96 MB peak once the store recovered; pinned, it fell from 97 to 87 MB
+within seconds (and 92 -> 83, 89 -> 82 in other runs). Fewer per-thread arenas instead
+(``MALLOC_ARENA_MAX=2``) changed nothing measurable (99 MB highest).
 
-Done through ``mallopt`` at start rather than ``MALLOC_MMAP_THRESHOLD_`` in every image, chart
-and dev-stack environment: one place, and the same in tests, the bench and production. On a C
-library without ``mallopt`` (musl, macOS) it does nothing.
+Done through ``mallopt`` by the process's entry point rather than ``MALLOC_MMAP_THRESHOLD_`` in
+every image, chart and dev-stack environment: one place, the same in the bench, the dev stack
+and production. On a C library without ``mallopt`` (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
