@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
+import io
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -160,3 +163,52 @@ async def test_delete_many_falls_back_to_single_deletes_when_refused(bucket: Buf
     assert await bucket.delete_many(keys[2:]) == {}
     assert [await bucket.exists(k) for k in keys] == [False] * 3
     assert len(refused) == 1  # refused once, then not asked again
+
+
+@pytest.mark.asyncio
+async def test_puts_failing_on_read_timeouts_leave_no_cycle_holding_the_body(
+    stack: Stack,
+) -> None:
+    """botocore and urllib3 keep a failed request, its body and connection in reference cycles
+    through the error's frames; shopipe.frames breaks them, so the body is freed at once by
+    reference counting, with the cyclic collector off (issue 15 §1: RSS under a stalled store)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)  # accepts (the kernel does) and never answers
+        b = Buffer(
+            settings_for(
+                stack,
+                SHOPIPE_S3_ENDPOINT=f"http://127.0.0.1:{server.getsockname()[1]}",
+                SHOPIPE_S3_READ_TIMEOUT_SECONDS="0.2",
+                SHOPIPE_S3_MAX_ATTEMPTS="2",  # a retried attempt leaves its own cycle
+            ),
+            concurrency=2,
+        )
+        # 64 KiB: sent whole into the socket buffers, so each PUT fails on its read timeout.
+        data = b"\x00" * (1 << 16) + uuid.uuid4().bytes
+
+        async def fail(n: int) -> None:
+            failed = 0
+            for i in range(n):
+                try:
+                    await b.put(f"stalled-{i}", data)
+                except StorageUnavailable:  # not kept: the test must not hold them
+                    failed += 1
+            assert failed == n
+
+        gc.collect()
+        gc.disable()
+        try:
+            await fail(1)  # the last failure may stay referenced (not garbage) until the next
+            refs, copies = sys.getrefcount(data), _live(io.BytesIO)
+            await fail(4)
+            # No collection ran: nothing accumulated, every failed request was freed at once.
+            assert sys.getrefcount(data) == refs
+            assert _live(io.BytesIO) == copies
+        finally:
+            gc.enable()
+            b.close()
+
+
+def _live(kind: type) -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, kind))

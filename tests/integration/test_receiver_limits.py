@@ -14,8 +14,10 @@ import pytest
 import pytest_asyncio
 from shopipe.metrics import REGISTRY
 from shopipe_devstack import Stack
+from shopipe_receiver.protocol import ARRIVED
 from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
+from starlette.types import Message, Receive, Scope, Send
 
 from tests.receiver_kit import receiver_settings
 
@@ -229,3 +231,41 @@ async def test_body_over_the_memory_budget_is_503_at_once(stack: Stack) -> None:
         # The store answers and nothing waits: /readyz says ready again.
         assert await r.receiver.ready()
         assert not r.receiver.shedding
+
+
+@pytest.mark.asyncio
+async def test_the_answer_deadline_counts_from_the_read_that_brought_the_head(
+    receiver: Running,
+) -> None:
+    """Issue 15 §1: on a loop short of CPU a request's task may start well after its head was
+    read; the deadline counts from the read, so that wait is inside it, not added to it."""
+    r, loop = receiver, asyncio.get_running_loop()
+    seen: list[tuple[float, float, Scope]] = []
+    inner = r.receiver.webhook
+
+    async def webhook(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope[ARRIVED], loop.time(), scope))
+        await inner(scope, receive, send)
+
+    r.receiver.webhook = webhook  # type: ignore[method-assign]
+    written_at = loop.time()
+    assert await exchange(r, head(r, []) + BODY) == 200
+    arrived, started, scope = seen[0]
+    assert written_at <= arrived <= started
+
+    # The same request as if its head had been read one deadline ago: 503 at once, no PUT.
+    assert r.receiver.commit is not None
+    puts = r.receiver.commit.puts
+    late = {**scope, ARRIVED: loop.time() - r.receiver.settings.answer_deadline_seconds}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await inner(late, receive, send)
+    assert sent[0]["status"] == 503
+    assert b"deadline" in sent[1]["body"]
+    assert r.receiver.commit.puts == puts

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from botocore.config import Config
 
 from shopipe.config import CommonSettings
 from shopipe.errors import StorageError, StorageUnavailable
+from shopipe.frames import release_frames
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -53,6 +53,24 @@ _NO_BATCH = {"NotImplemented", "MissingContentMD5", "InvalidDigest", "InvalidReq
 
 def _code(e: bex.ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _release_attempt(caught_exception: BaseException | None = None, **_: Any) -> None:
+    """After each attempt that failed: an attempt retried is no longer in the error that
+    reaches the caller (``_call`` releases that one), so its frames are released here."""
+    if caught_exception is not None:
+        release_frames(caught_exception)
+
+
+def _call(fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
+    """``fn(**kwargs)`` on the pool's thread. A failed S3 call leaves its request and body in
+    reference cycles through the error's frames (shopipe.frames): they are broken here, so a
+    stalled store does not fill memory with failed PUTs until the cyclic collector runs."""
+    try:
+        return fn(**kwargs)
+    except BaseException as e:
+        release_frames(e)
+        raise
 
 
 def _content_md5(request: Any, **_: Any) -> None:
@@ -117,6 +135,7 @@ def make_client(settings: CommonSettings, max_pool_connections: int = 16) -> S3C
         config=config,
     )
     client.meta.events.register("before-sign.s3.DeleteObjects", _content_md5)
+    client.meta.events.register("needs-retry.s3", _release_attempt)
     return client
 
 
@@ -132,7 +151,7 @@ class Buffer:
     async def _run(self, op: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, **kwargs))
+            return await loop.run_in_executor(self._pool, _call, fn, kwargs)
         except (bex.BotoCoreError, bex.ClientError) as e:
             raise classify(op, e) from e
 

@@ -3,9 +3,10 @@
 Order per webhook: take the body's bytes from the memory budget (503 at once if they do not
 fit) -> read the body (cap, deadline) -> check the signature (401) -> validate the headers (400
 naming one) -> join a segment and wait for its PUT (503 if it fails) -> 200 with the record id.
-Every answer leaves within SHOPIPE_ANSWER_DEADLINE_SECONDS of the request's start: a segment not
-durable by then is a 503 (a PUT that succeeds later is harmless: Shopify retries, and the
-worker's done-markers skip the second copy). The XADD announcing the segment runs after the
+Every answer leaves within SHOPIPE_ANSWER_DEADLINE_SECONDS of the read that brought the request's
+head (its start, as far as the receiver can see): a segment not durable by then is a 503 (a PUT
+that succeeds later is harmless: Shopify retries, and the worker's done-markers skip the second
+copy). The XADD announcing the segment runs after the
 answers, with a short deadline: a Redis outage never delays or fails acceptance; the sweeper
 finds unannounced segments.
 """
@@ -38,6 +39,7 @@ from shopipe_receiver.access import AccessLog, log_request
 from shopipe_receiver.body import BodyError, BodyTooLarge, declared_length, read_body
 from shopipe_receiver.budget import BodyBudget
 from shopipe_receiver.groupcommit import GroupCommit
+from shopipe_receiver.protocol import ARRIVED
 
 log = get_logger(__name__)
 
@@ -245,7 +247,8 @@ class Receiver:
     ) -> tuple[int, bytes]:
         s = self.settings
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.answer_deadline_seconds
+        # From the read that brought the request's head (our protocol stamps it), else now.
+        deadline = scope.get(ARRIVED, loop.time()) + s.answer_deadline_seconds
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         state["topic"] = "unknown"
         try:

@@ -33,21 +33,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_receiver(_: argparse.Namespace) -> int:
+    import gc
+
     from shopipe.config import ReceiverSettings, load_settings
     from shopipe.httpops import run_main
     from shopipe.logs import setup
+    from shopipe.malloc import pin_mmap_threshold
 
     from shopipe_receiver.app import Receiver
     from shopipe_receiver.server import uvicorn_options
 
     settings = load_settings(ReceiverSettings)
     setup("receiver", settings.log_level, settings.log_format)
+    # Before any segment is allocated: see shopipe.malloc.
+    pin_mmap_threshold()
     receiver = Receiver(settings)
+
+    async def started() -> None:
+        await receiver.serve_ops()
+        # The heap built at start (botocore's service models above all, ~70k objects) is moved
+        # out of the cyclic collector's sight: a full collection then walks only what was made
+        # since. Measured on the loaded 2-core bench machine: ~200-290 ms per full collection
+        # before, under 1 ms after, a pause the event loop otherwise takes while answers are
+        # due at their deadline. Garbage made at start is collected first, not frozen.
+        gc.collect()
+        gc.freeze()
+
     return run_main(
         receiver.app,
         settings.http_host,
         settings.http_port,
-        on_started=receiver.serve_ops,
+        on_started=started,
         access_log=False,  # ours is JSON and leaves out what must not be logged
         lifespan="on",
         timeout_graceful_shutdown=15,

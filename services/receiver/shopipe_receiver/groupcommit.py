@@ -214,9 +214,14 @@ class GroupCommit:
     async def _write(self, batch: _Batch) -> None:
         key = segment.incoming_key(batch.name)
         n = len(batch.records)
+        ids = [r.id for r in batch.records]
         try:
             try:
                 data = segment.encode(batch.records)
+                # The encoded segment holds the bodies from now on: the records let go of theirs,
+                # so a body whose request was already answered (503 at its deadline) is not
+                # held twice while a slow or stalled PUT lasts.
+                batch.records.clear()
                 start = time.perf_counter()
                 await self._put(key, data)
             except Exception as e:
@@ -233,9 +238,9 @@ class GroupCommit:
             metrics.STORAGE_SECONDS.observe(time.perf_counter() - start)
             metrics.SEGMENTS.inc()
             metrics.SEGMENT_RECORDS.observe(n)
-            for rec, w in zip(batch.records, batch.waiters, strict=True):
+            for record_id, w in zip(ids, batch.waiters, strict=True):
                 if not w.done():
-                    w.set_result(Stored(key, rec.id, n))
+                    w.set_result(Stored(key, record_id, n))
             if self._on_written is not None:
                 self._on_written(key, n)
         finally:

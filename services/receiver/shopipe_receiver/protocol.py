@@ -9,20 +9,25 @@ receiver serves HTTP with uvicorn's httptools protocol plus:
   limit is ever buffered;
 - a head not complete SHOPIPE_HTTP_HEAD_TIMEOUT_SECONDS after the connection opened (or after
   the first byte of a later request on a kept-alive connection): the connection is closed;
-- requests refused by uvicorn's connection cap (``limit_concurrency``) are counted.
+- requests refused by uvicorn's connection cap (``limit_concurrency``) are counted;
+- each request's scope gets ``ARRIVED``: the event loop's time when the read holding the first
+  bytes of its head was taken from the socket. The answer deadline counts from there, not from
+  when the request's task first ran: on a loop short of CPU, the reads of many connections are
+  handled before any of the tasks they create, and that wait was not in the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shopipe_receiver import metrics
 
 _REASON_431 = b"request header fields too large"
+ARRIVED = "shopipe.arrived"  # scope key: loop time of the read that began the request head
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_count = 0
         self._refused: str | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._read_at = self.loop.time()  # loop time of the read being handled
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -56,6 +62,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._read_at = self.loop.time()
         if self._in_head:
             self._head_raw += len(data)
         super().data_received(data)
@@ -71,7 +78,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # --- parser callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        super().on_message_begin()  # makes the scope
+        cast(dict[str, Any], self.scope)[ARRIVED] = self._read_at
         self._in_head = True
         self._head_bytes = self._head_count = 0
         self._arm_head_timer()
