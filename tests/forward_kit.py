@@ -122,9 +122,11 @@ def node_app(record_file: Path) -> Iterator[str]:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines written so far; a last line still being written is not one yet."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().split("\n")[:-1]  # the part after the last newline is unfinished
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 @dataclass

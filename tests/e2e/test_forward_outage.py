@@ -10,7 +10,8 @@ while down and counts every request.
 
 Duplicates: the design re-sends a webhook the app took only when the worker did not learn that
 it took it (an answer lost to a timeout, a reset or a worker's death); none of these happen
-here, so every webhook must be taken (2xx) exactly once. Requests answered 503 are attempts,
+here (the destination answers at once, well within the route's 30 s timeout even on a loaded
+machine), so every webhook must be taken (2xx) exactly once. Requests answered 503 are attempts,
 not deliveries.
 """
 
@@ -59,28 +60,41 @@ async def test_a_minute_long_outage_under_load_loses_nothing_and_sees_only_probe
         answered.append((time.monotonic(), status, req.headers.get(WEBHOOK_ID, "")))
         return Response("down" if down else "ok", status)
 
-    acked: list[str] = []  # webhook ids the receiver answered 200
+    acked: dict[str, float] = {}  # webhook id -> when the receiver answered 200
     refused: list[str] = []  # answered otherwise (Shopify would send them again)
     stop = asyncio.Event()
 
+    async def post(c: httpx.AsyncClient, url: str, n: int) -> None:
+        body = json.dumps({"id": n, "total_price": "10.00"}).encode()
+        h = signed_headers(TOPIC, body, APP_SECRET)
+        try:
+            ok = (await c.post(url, content=body, headers=h)).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        wid = h["X-Shopify-Webhook-Id"]
+        if ok:
+            acked[wid] = time.monotonic()
+        else:
+            refused.append(wid)
+
     async def load(url: str) -> None:
-        """POST one webhook every 1/RATE s until stopped (a pace, not a synchronisation)."""
+        """POST one webhook every 1/RATE s until stopped, each on its own (a slow answer must
+        not slow the load down), at most 50 at once; a pace, not a synchronisation."""
+        posts: set[asyncio.Task[None]] = set()
         async with httpx.AsyncClient(timeout=10) as c:
             next_at = time.monotonic()
             n = 0
             while not stop.is_set():
-                body = json.dumps({"id": n, "total_price": "10.00"}).encode()
-                h = signed_headers(TOPIC, body, APP_SECRET)
-                try:
-                    resp = await c.post(url, content=body, headers=h)
-                    ok = resp.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                (acked if ok else refused).append(h["X-Shopify-Webhook-Id"])
-                n += 1
+                if len(posts) < 50:
+                    task = asyncio.create_task(post(c, url, n))
+                    posts.add(task)
+                    task.add_done_callback(posts.discard)
+                    n += 1
                 next_at += 1 / RATE
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
+            if posts:
+                await asyncio.wait(posts, timeout=15)
 
     def taken() -> Counter[str]:
         return Counter(wid for _, status, wid in answered if status == 200)
@@ -89,7 +103,9 @@ async def test_a_minute_long_outage_under_load_loses_nothing_and_sees_only_probe
         route = {
             "topics": [TOPIC],
             "url": url,
-            "timeout_seconds": 5,
+            # The destination answers at once; a long timeout keeps a loaded machine's event
+            # loop stall from turning a taken delivery into a timeout (and a duplicate).
+            "timeout_seconds": 30,
             "max_in_flight": MAX_IN_FLIGHT,
             "breaker_failures": 5,
             "breaker_probe_seconds": PROBE_SECONDS,
@@ -126,13 +142,12 @@ async def test_a_minute_long_outage_under_load_loses_nothing_and_sees_only_probe
                 while time.monotonic() < went_down + OUTAGE_SECONDS:
                     seen_closed += not await breaker("open")
                     await asyncio.sleep(1.0)
-                acked_during = len(acked)
                 down = False
                 back = time.monotonic()
                 await wait_for(lambda: breaker("closed"), timeout=30, what="the breaker closed")
                 # Load goes on a few seconds past the return, then stops.
                 await wait_for(
-                    lambda: _after(len(acked), acked_during + 5 * RATE),
+                    lambda: _after(sum(t > back for t in acked.values()), 5 * RATE),
                     timeout=60,
                     what="load after the outage",
                 )
@@ -158,8 +173,13 @@ async def test_a_minute_long_outage_under_load_loses_nothing_and_sees_only_probe
     assert len(during) <= window / PROBE_SECONDS + 2, (len(during), window)
     assert len(during) >= window / PROBE_SECONDS / 2, (len(during), window)
     assert seen_closed == 0
-    # The load was steady: webhooks came in all through the outage.
-    assert acked_during >= OUTAGE_SECONDS * RATE / 2
+    # The load was steady: webhooks came in all through the outage (a loaded machine's receiver
+    # may answer some late: at least half the pace).
+    during_outage = [t for t in acked.values() if went_down <= t < back]
+    assert len(during_outage) >= (back - went_down) * RATE / 2
+    assert all(
+        any(a <= t < a + 10 for t in during_outage) for a in _steps(went_down, back - 10, 10)
+    ), "a 10 s stretch of the outage without a webhook"
     # Nothing lost: every acknowledged webhook was taken by the app, each exactly once
     # (no answer was lost, so no duplicate is allowed); only webhooks the receiver saw.
     counts = taken()
@@ -174,3 +194,7 @@ async def test_a_minute_long_outage_under_load_loses_nothing_and_sees_only_probe
 
 async def _after(n: int, want: float) -> bool:
     return n >= want
+
+
+def _steps(start: float, stop: float, step: float) -> list[float]:
+    return [start + i * step for i in range(int((stop - start) // step) + 1)]

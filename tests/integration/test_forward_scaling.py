@@ -2,7 +2,7 @@
 still does for one a slow handler holds back.
 
 2,000 webhooks (200 segments) wait in the stream; two workers run. Forwarded to a route limited
-to 20 deliveries a second, the backlog is bound to the route once the workers have seen it
+to 5 deliveries a second, the backlog is bound to the route once the workers have seen it
 saturated, and the operator's own measure (``BacklogProbe`` on the real Redis and bucket) with
 its own decision (``Scaler``) asks for no more than the two workers there are; the same
 measure without the workers' mark would ask for more. Handled by a slow handler instead, the
@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from shopipe_operator.backlog import Backlog, BacklogProbe
 from shopipe_operator.scaling import ScalePolicy, Scaler
+from starlette.requests import Request
+from starlette.responses import Response
 
 from tests.forward_kit import destination, forward_env, workers, write_routes
 from tests.worker_kit import Kit, headers, kit, wait_for
@@ -26,7 +28,11 @@ pytestmark = pytest.mark.integration
 __all__ = ["kit"]
 
 SEGMENTS, PER_SEGMENT = 200, 10  # 2,000 webhooks
-RATE = 20
+# Two workers of 4 segments each wait in line for 5 deliveries a second: each delivery waits
+# about 8 / 5 s for its slot, past the second that says the route is saturated. (At 20/s with
+# the default 16 segments each the same holds, but hundreds of deliveries poll for slots and
+# stopping the workers with them in hand took minutes on a loaded CI machine.)
+RATE = 5
 CURRENT = 2  # workers running
 POLICY = ScalePolicy(
     min_replicas=1, max_replicas=10, target_per_worker=100, up_step=4, down_window=300.0
@@ -64,17 +70,23 @@ async def test_a_backlog_waiting_on_a_throttled_route_asks_for_no_more_workers(
     kit: Kit, tmp_path: Path
 ) -> None:
     await fill(kit, "orders/create", {"total_price": "1.00"})
-    async with destination() as (url, seen):
+    busy = False
+
+    async def answer(_req: Request, _body: bytes) -> Response:
+        # Once measured, the app asks for a pause (Retry-After): the workers defer what they
+        # hold instead of waiting for slots, and stop at once.
+        return Response("busy", 429, {"Retry-After": "300"}) if busy else Response("ok")
+
+    async with destination(answer) as (url, seen):
         # The chart's built-ins beside a route of every topic: the state handler's records
         # wait on the route too.
         route = {"topics": ["*"], "url": url, "max_in_flight": 50, "rate_per_second": RATE}
         env = forward_env(
             write_routes(tmp_path / "routes.json", {"app": route}),
             SHOPIPE_BUILTIN_HANDLERS="state,compliance,forward",
+            SHOPIPE_CONCURRENCY="4",
         )
-        # They stop with hundreds of records in hand waiting on the route: on a loaded machine
-        # the cancelled segments took up to ~25 s past the drain to end (seen once past 30).
-        async with workers(kit, env, n=CURRENT, stop_seconds=90.0):
+        async with workers(kit, env, n=CURRENT):
             seen_bound: list[Backlog] = []
 
             async def bound() -> bool:
@@ -85,6 +97,7 @@ async def test_a_backlog_waiting_on_a_throttled_route_asks_for_no_more_workers(
             await wait_for(bound, timeout=60, what="the backlog bound to the saturated route")
             b = seen_bound[0]
             delivered = len(seen.requests)
+            busy = True
     assert (b.lag or 0) > SEGMENTS // 2  # most of it still unread
     assert delivered < SEGMENTS * PER_SEGMENT // 2
     decision = Scaler(POLICY).decide(b.total, CURRENT, 0.0)
@@ -97,15 +110,18 @@ async def test_a_backlog_waiting_on_a_throttled_route_asks_for_no_more_workers(
 
 @pytest.mark.asyncio
 async def test_a_backlog_a_slow_handler_holds_back_asks_for_more_workers(kit: Kit) -> None:
-    await fill(kit, "test/slow", {"sleep": 0.3})
+    await fill(kit, "test/slow", {"sleep": 0.05})
     async with kit.running("w1"), kit.running("w2"):
+        seen: list[Backlog] = []
 
         async def reading() -> bool:
-            b = await measure(kit)
-            return bool(b.pending)
+            seen[:] = [await measure(kit)]
+            return bool(seen[0].pending)
 
+        # Measured as the workers start: the backlog is still there (it drains in seconds,
+        # so the workers stop with little in hand).
         await wait_for(reading, timeout=30, what="the workers reading")
-        b = await measure(kit)
+        b = seen[0]
     assert not b.bound
     decision = Scaler(POLICY).decide(b.total, CURRENT, 0.0)
     assert decision.reason == "backlog_high", decision

@@ -97,7 +97,7 @@ class HandleWebhookJob
   def self.perform_later(**args)
     File.open(ENV.fetch("SHOPIPE_TEST_RECORD"), "a") do |f|
       line = { kind: "handled", webhookId: args[:webhook_id], topic: args[:topic], shop: args[:shop] }
-      f.puts(JSON.generate({ **line, bytes: args[:body].bytesize }))
+      f.write(JSON.generate({ **line, bytes: args[:body].bytesize }) + "\n") # one write: whole lines
     end
   end
 end
