@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tests.forward_kit import destination, forward_env, workers, write_routes
-from tests.worker_kit import Kit, headers, kit, wait_for
+from tests.worker_kit import Kit, headers, kit, settled, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["kit"]
@@ -118,10 +118,11 @@ async def test_a_backlog_a_slow_handler_holds_back_asks_for_more_workers(kit: Ki
             seen[:] = [await measure(kit)]
             return bool(seen[0].pending)
 
-        # Measured as the workers start: the backlog is still there (it drains in seconds,
-        # so the workers stop with little in hand).
+        # Measured as the workers start: the backlog is still there. It drains in seconds;
+        # the workers stop with nothing in hand.
         await wait_for(reading, timeout=30, what="the workers reading")
         b = seen[0]
+        await wait_for(lambda: settled(kit), timeout=120, what="the backlog handled")
     assert not b.bound
     decision = Scaler(POLICY).decide(b.total, CURRENT, 0.0)
     assert decision.reason == "backlog_high", decision

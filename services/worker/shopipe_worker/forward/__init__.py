@@ -115,8 +115,7 @@ class Forwarder:
             await limits.note_waiting(ctx.redis, *waiting, wait_for)
             await self.saturation.note(ctx.redis, keys.prefix, name, HELD_SECONDS)
             raise
-        if time.monotonic() - asked >= queue_seconds(route):
-            await self.saturation.note(ctx.redis, keys.prefix, name, HELD_SECONDS)
+        waited = time.monotonic() - asked >= queue_seconds(route)  # noted once it is sent
         m.DISABLED.labels(route=name).set(float(lease is limits.Verdict.DISABLED))
         if lease is limits.Verdict.SENT:
             return  # an earlier try delivered it; another handler of the record failed
@@ -158,6 +157,8 @@ class Forwarder:
         m.BREAKER_OPEN.labels(route=name).set(0.0)
         if lease.probe:
             await self.saturation.clear(ctx.redis, keys.prefix, name)
+        elif waited:
+            await self.saturation.note(ctx.redis, keys.prefix, name, HELD_SECONDS)
 
     def _wait(self, seg: str, route: str) -> float:
         """Seconds a record of segment ``seg`` may wait for a slot on ``route``: none while

@@ -5,11 +5,12 @@ The operator scales on the stream's backlog, but the unread part of it (the lag)
 segments: their topics are inside, unread, so it cannot tell a backlog a slow handler holds
 back (more workers help) from one a destination's rate holds back (they would only wait in
 line for the same slots). The workers know. A route is **saturated** while its deliveries
-wait on its limits: a delivery waited at least ``max(1 s, 3 intervals)`` for a slot (below its
-limits a slot comes within an interval or two; a lone wait of an interval is chance, not a
-queue), a record was deferred for want of one, or the circuit is open. Each worker notes it in
-``<prefix>:fwd:saturated:<route>`` (TTL: ``HELD_SECONDS``, refreshed at most once a second
-while it lasts; while the circuit is open, until the deferred records come back to probe).
+wait on its limits: a delivery the app took had waited ``max(1 s, 3 intervals)`` for its slot
+(below its limits a slot comes within an interval or two; a lone wait of an interval is
+chance, not a queue), a record was deferred for want of one, or the circuit is open. Each
+worker notes it in ``<prefix>:fwd:saturated:<route>`` (TTL: ``HELD_SECONDS``, refreshed at most
+once a second while it lasts; while the circuit is open, until the deferred records come back
+to probe).
 
 The backlog is **bound** (``Keys.forward_bound``, read by the operator's backlog probe) while
 every route is saturated and every other handler's topic patterns are covered by a route's
@@ -25,6 +26,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from redis.exceptions import RedisError
+from shopipe.logs import get_logger
 from shopipe.stream import Keys as StreamKeys
 
 from shopipe_worker.forward.routes import Route
@@ -33,6 +36,8 @@ from shopipe_worker.registry import Registry, check_pattern
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+log = get_logger(__name__)
 
 # How long a route's queue is believed to last after a delivery waited in it.
 HELD_SECONDS = 15.0
@@ -92,15 +97,22 @@ class Saturation:
             return
         self._next[(route, ms)] = now + NOTE_EVERY_SECONDS
         keys = Keys(prefix)
-        async with r.pipeline(transaction=False) as pipe:
-            pipe.set(keys.saturated(route), "1", px=ms)
-            for other in self.routes:
-                pipe.pttl(keys.saturated(other.name))
-            left = [int(v) for v in (await pipe.execute())[1:]]
-        if self.forwarded() and all(v > 0 for v in left):
-            await r.set(StreamKeys(prefix).forward_bound(), "1", px=min(left))
+        try:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.set(keys.saturated(route), "1", px=ms)
+                for other in self.routes:
+                    pipe.pttl(keys.saturated(other.name))
+                left = [int(v) for v in (await pipe.execute())[1:]]
+            if self.forwarded() and all(v > 0 for v in left):
+                await r.set(StreamKeys(prefix).forward_bound(), "1", px=min(left))
+        except (RedisError, OSError) as e:
+            # Advice to the operator only: a delivery or a deferral must not fail for it.
+            log.warning("forward saturation not noted", extra={"error": type(e).__name__})
 
     async def clear(self, r: Redis, prefix: str, route: str) -> None:
         """``route`` took a delivery after its circuit was open: no longer saturated."""
         self._next = {k: v for k, v in self._next.items() if k[0] != route}
-        await r.delete(Keys(prefix).saturated(route), StreamKeys(prefix).forward_bound())
+        try:
+            await r.delete(Keys(prefix).saturated(route), StreamKeys(prefix).forward_bound())
+        except (RedisError, OSError) as e:
+            log.warning("forward saturation not cleared", extra={"error": type(e).__name__})
