@@ -26,23 +26,35 @@ have_versions() {
 # - the Gateway API models (JSON schemas of the CRDs, with a validator) the chart tests check the
 #   rendered HTTPRoute with (tests/unit/chart/validate_gateway.mjs);
 # - Shopify's own Node library: the forward handler's test destination verifies every forwarded
-#   webhook with shopify.webhooks.validate() (tests/integration/forward_node/server.mjs).
+#   webhook with shopify.webhooks.validate() (tests/integration/forward_node/server.mjs);
+# - the Remix app of docs/forwarding.md, run as written there (tests/integration/forward_remix):
+#   @shopify/shopify-app-remix, its in-memory session storage, the peers its server code loads
+#   (@remix-run/node, react) and tsx to load TypeScript. Its other peers (@remix-run/react,
+#   polaris: the app's UI) are not installed (--legacy-peer-deps): a webhook route needs none.
 GW_PKG="@kubernetes-models/gateway-api"
 GW_VERSION="2.0.0"            # pinned: its schemas are those of the Gateway API CRDs it was generated from
 SHOPIFY_PKG="@shopify/shopify-api"
 SHOPIFY_VERSION="15.0.0"      # pinned: the verification a Remix app on it runs
+REMIX_PACKAGES=(
+    "@shopify/shopify-app-remix@6.0.1"
+    "@shopify/shopify-app-session-storage-memory@8.0.0"
+    "@remix-run/node@2.17.5"
+    "react@18.3.1"
+    "tsx@4.23.15"
+)
+REMIX_VERSION="6.0.1-2"       # bump with REMIX_PACKAGES: the stamp says what is installed
 NODE_DIR="$ROOT/.tools/node"
-NODE_STAMP="$NODE_DIR/.packages-$GW_VERSION-$SHOPIFY_VERSION"
+NODE_STAMP="$NODE_DIR/.packages-$GW_VERSION-$SHOPIFY_VERSION-$REMIX_VERSION"
 
 install_node_packages() {
     [[ -f "$NODE_STAMP" ]] && return 0
     command -v npm >/dev/null || { echo "install-tools: 'npm' is required" >&2; exit 1; }
-    echo "install-tools: installing $GW_PKG@$GW_VERSION $SHOPIFY_PKG@$SHOPIFY_VERSION into $NODE_DIR" >&2
+    echo "install-tools: installing $GW_PKG@$GW_VERSION $SHOPIFY_PKG@$SHOPIFY_VERSION ${REMIX_PACKAGES[*]} into $NODE_DIR" >&2
     mkdir -p "$NODE_DIR"
     rm -f "$NODE_DIR"/.gateway-api-* "$NODE_DIR"/.packages-*
-    # One install names both: npm --no-save prunes what the command line does not name.
-    npm install --silent --no-audit --no-fund --no-save --prefix "$NODE_DIR" \
-        "$GW_PKG@$GW_VERSION" "$SHOPIFY_PKG@$SHOPIFY_VERSION" >/dev/null
+    # One install names them all: npm --no-save prunes what the command line does not name.
+    npm install --silent --no-audit --no-fund --no-save --legacy-peer-deps --prefix "$NODE_DIR" \
+        "$GW_PKG@$GW_VERSION" "$SHOPIFY_PKG@$SHOPIFY_VERSION" "${REMIX_PACKAGES[@]}" >/dev/null
     touch "$NODE_STAMP"
 }
 install_node_packages

@@ -52,9 +52,11 @@ def forward_env(routes_file: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def workers(kit: Kit, overrides: dict[str, str], n: int = 1) -> AsyncIterator[list[Registry]]:
+async def workers(
+    kit: Kit, overrides: dict[str, str], n: int = 1, stop_seconds: float = 30.0
+) -> AsyncIterator[list[Registry]]:
     """``n`` in-process workers (each its own registry, so its own HTTP clients) with the
-    forward handler, on the kit's stream and bucket."""
+    forward handler, on the kit's stream and bucket; they have ``stop_seconds`` to stop."""
     regs: list[Registry] = []
     consumers: list[Consumer] = []
     for i in range(n):
@@ -68,7 +70,7 @@ async def workers(kit: Kit, overrides: dict[str, str], n: int = 1) -> AsyncItera
     finally:
         for c in consumers:
             c.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=stop_seconds)
         for reg in regs:
             await reg.close()
 
@@ -120,9 +122,11 @@ def node_app(record_file: Path) -> Iterator[str]:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines written so far; a last line still being written is not one yet."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().split("\n")[:-1]  # the part after the last newline is unfinished
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 @dataclass

@@ -205,3 +205,12 @@ def test_segments_waiting_on_a_forward_destination_leave_the_scaling_backlog() -
     assert Backlog(lag=10, pending=30, incoming=40, waiting=25).total == 10 + 5 + 15
     assert Backlog(lag=0, pending=3, incoming=0, waiting=8).total == 0
     assert Backlog(lag=None, pending=3, incoming=0, waiting=1).total is None
+
+
+def test_a_backlog_bound_to_saturated_routes_leaves_the_lag_out() -> None:
+    # The lag and its segments under incoming/ leave; what the workers hold and are not
+    # waiting on stays.
+    b = Backlog(lag=150, pending=30, incoming=180, waiting=10, bound=True)
+    assert b.total == 20 + 20
+    assert Backlog(lag=150, pending=30, incoming=180, waiting=10).total == 150 + 20 + 170
+    assert Backlog(lag=0, pending=0, incoming=0, bound=True).total == 0

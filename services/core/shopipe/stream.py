@@ -51,6 +51,13 @@ class Keys:
         forward handler, read by the operator: more workers cannot speed them up."""
         return f"{self.prefix}:fwd:waiting"
 
+    def forward_bound(self) -> str:
+        """String with a TTL: the whole backlog waits on forward destinations at their limits
+        (every route saturated, every handler's topics forwarded too). Written by the workers
+        (``shopipe_worker/forward/saturation.py``), read by the operator: it leaves the unread
+        lag out of the backlog it scales on."""
+        return f"{self.prefix}:fwd:bound"
+
     def done_event(self, shop: str, topic: str, event_id: str) -> str:
         return f"{self.prefix}:done:ev:{shop}:{topic}:{event_id}"
 

@@ -86,6 +86,7 @@ class Operator:
             settings.listing_interval_seconds,
             cap,
             waiting_key=Keys(settings.key_prefix).forward_waiting(),
+            bound_key=Keys(settings.key_prefix).forward_bound(),
         )
         self.reconciler = Reconciler(settings, self.backend, self.watch, probe, self.elector)
         self.stopping = asyncio.Event()

@@ -4,6 +4,17 @@ segments with records waiting on a forward destination at its limits or with its
 (``Keys.forward_waiting``, written by the workers): more workers cannot speed those up. They
 are pending and under ``incoming/``, so they leave both counts.
 
+The unread lag is not known to wait on anything: its topics are in the segments, unread. So it
+leaves the measure only while the workers say the whole backlog is bound to destinations at
+their limits (``Keys.forward_bound``): every forward route saturated (a delivery waited a
+second or more for a slot, a record was deferred for one, or its circuit is open) and every
+handler's topics also forwarded, so every record waits on a saturated route and a new worker
+would only wait too. Then the lag and its segments under ``incoming/`` are left out, and the
+operator scales on what the workers hold and are not waiting on. That may let workers go after
+the down window; if the rest stop saturating a route, its mark lapses within seconds and the lag
+counts again. Reading the lag's segments to learn their topics would cost the bucket a GET per
+segment per reconcile: the workers' view is free.
+
 A missing stream or group is an empty stream (0), never unknown. What cannot be measured
 (Redis or the bucket not answering) is None, and the scaler then leaves the replicas alone.
 The bucket listing costs requests, so it is sampled at most every ``listing_interval``.
@@ -33,12 +44,15 @@ class Backlog:
     pending: int | None
     incoming: int | None
     waiting: int = 0  # segments waiting on a forward destination
+    bound: bool = False  # the whole backlog waits on saturated forward routes
 
     @property
     def total(self) -> int | None:
         if self.lag is None or self.pending is None or self.incoming is None:
             return None
         pending = max(0, self.pending - self.waiting)
+        if self.bound:
+            return pending + max(0, self.incoming - self.waiting - self.lag)
         return self.lag + pending + max(0, self.incoming - self.waiting)
 
 
@@ -54,6 +68,7 @@ class BacklogProbe:
         cap: int,
         clock: Callable[[], float] = time.monotonic,
         waiting_key: str | None = None,
+        bound_key: str | None = None,
     ) -> None:
         self.stream = stream
         self.group = group
@@ -62,6 +77,7 @@ class BacklogProbe:
         self.cap = cap
         self.clock = clock
         self.waiting_key = waiting_key
+        self.bound_key = bound_key
         self._listed_at: float | None = None
         self._incoming: int | None = None
         self.last: Backlog | None = None
@@ -85,6 +101,7 @@ class BacklogProbe:
         lag: int | None = None
         pending: int | None = None
         waiting = 0
+        bound = False
         if r is not None:
             try:
                 sb = await backlog.stream_backlog(r, self.stream, self.group, self.cap)
@@ -93,7 +110,9 @@ class BacklogProbe:
                     # Entries are scored by when they go stale (the workers' wall clock).
                     now_ms = int(time.time() * 1000)
                     waiting = int(await r.zcount(self.waiting_key, now_ms, "+inf"))
+                if self.bound_key is not None:
+                    bound = bool(await r.exists(self.bound_key))
             except (rex.RedisError, OSError) as e:
                 log.warning("cannot measure the stream", extra={"error": type(e).__name__})
-        self.last = Backlog(lag, pending, await self.incoming(), waiting)
+        self.last = Backlog(lag, pending, await self.incoming(), waiting, bound)
         return self.last

@@ -259,7 +259,14 @@ class Reconciler:
             "backend": self.backend.name,
             "backlog": None
             if b is None
-            else {"lag": b.lag, "pending": b.pending, "incoming": b.incoming, "total": b.total},
+            else {
+                "lag": b.lag,
+                "pending": b.pending,
+                "incoming": b.incoming,
+                "waiting": b.waiting,
+                "bound": b.bound,
+                "total": b.total,
+            },
             "replicas": None
             if d is None
             else {"current": d.current, "desired": d.desired, "reason": d.reason},

@@ -100,6 +100,10 @@ class Registry:
         """(name, handler) pairs in registration order; empty when nothing handles ``topic``."""
         return [(label, fn) for parts, label, fn in self._routes if matches(parts, topic)]
 
+    def patterns(self) -> list[tuple[str, str]]:
+        """(pattern, handler name) of every registration, in order."""
+        return [("/".join(parts), label) for parts, label, _ in self._routes]
+
     def names(self) -> list[str]:
         return [f"{'/'.join(parts)} -> {label}" for parts, label, _ in self._routes]
 

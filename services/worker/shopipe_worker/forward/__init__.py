@@ -23,6 +23,7 @@ from shopipe_worker.events import Event
 from shopipe_worker.forward import breaker, delivery, limits, state
 from shopipe_worker.forward import metrics as m
 from shopipe_worker.forward.routes import SETTING, Route, load
+from shopipe_worker.forward.saturation import HELD_SECONDS, Saturation, queue_seconds
 from shopipe_worker.registry import Context, Handler, Registry
 
 if TYPE_CHECKING:
@@ -41,9 +42,16 @@ class RouteDisabled(PermanentError):
 class Forwarder:
     """The handlers of every route, and the HTTP clients they share."""
 
-    def __init__(self, routes: tuple[Route, ...], shopify_secret: str | None) -> None:
+    def __init__(
+        self,
+        routes: tuple[Route, ...],
+        shopify_secret: str | None,
+        registry: Registry | None = None,
+    ) -> None:
         self.routes = routes
         self.shopify_secret = shopify_secret
+        # Whether the backlog waits on saturated routes, for the operator (saturation.py).
+        self.saturation = Saturation(routes, registry or Registry())
         self._clients: dict[str, httpx.AsyncClient] = {}
         # (segment, route) -> until when (monotonic s) a record of that segment on that route
         # does not wait for a slot: one record waited already, so the rest of the segment's
@@ -87,6 +95,7 @@ class Forwarder:
         # The record comes back after the worker's backoff (at most SHOPIPE_RETRY_MAX_SECONDS,
         # jittered) and may wait for a slot again: that long it counts as waiting.
         wait_for = ctx.settings.retry_max_seconds * 1.2 + limits.WAIT_SECONDS + 5.0
+        asked = time.monotonic()
         try:
             # One round trip: sent already, disabled, the breaker, a Retry-After pause, the
             # limits across every worker. While the breaker is open (CircuitOpen) or no slot
@@ -98,12 +107,15 @@ class Forwarder:
             m.BREAKER_OPEN.labels(route=name).set(1.0)
             m.DEFERRED.labels(route=name, reason="circuit_open").inc()
             await limits.note_waiting(ctx.redis, *waiting, wait_for)
+            await self.saturation.note(ctx.redis, keys.prefix, name, wait_for)
             raise
         except limits.Throttled:
             self._throttled[(waiting[1], name)] = time.monotonic() + limits.WAIT_SECONDS
             m.DEFERRED.labels(route=name, reason="throttled").inc()
             await limits.note_waiting(ctx.redis, *waiting, wait_for)
+            await self.saturation.note(ctx.redis, keys.prefix, name, HELD_SECONDS)
             raise
+        waited = time.monotonic() - asked >= queue_seconds(route)  # noted once it is sent
         m.DISABLED.labels(route=name).set(float(lease is limits.Verdict.DISABLED))
         if lease is limits.Verdict.SENT:
             return  # an earlier try delivered it; another handler of the record failed
@@ -124,6 +136,7 @@ class Forwarder:
                 # it waits like the others, its attempts untouched.
                 m.DEFERRED.labels(route=name, reason="circuit_open").inc()
                 await limits.note_waiting(ctx.redis, *waiting, wait_for)
+                await self.saturation.note(ctx.redis, keys.prefix, name, wait_for)
                 raise breaker.CircuitOpen(f"route {name}: probe failed") from e
             raise
         except delivery.DestinationRefused as e:
@@ -142,6 +155,10 @@ class Forwarder:
         # The slot back, the webhook marked sent, a run of failures ended: one round trip.
         await lease.end(True, ttl, waiting)
         m.BREAKER_OPEN.labels(route=name).set(0.0)
+        if lease.probe:
+            await self.saturation.clear(ctx.redis, keys.prefix, name)
+        elif waited:
+            await self.saturation.note(ctx.redis, keys.prefix, name, HELD_SECONDS)
 
     def _wait(self, seg: str, route: str) -> float:
         """Seconds a record of segment ``seg`` may wait for a slot on ``route``: none while
@@ -203,7 +220,7 @@ def register(registry: Registry) -> None:
             f"invalid configuration: the forward handler needs {SETTING} (docs/forwarding.md)"
         )
     secret = s.forward_shopify_secret.get() if s.forward_shopify_secret else None
-    fwd = Forwarder(load(s.forward_routes_file), secret)
+    fwd = Forwarder(load(s.forward_routes_file), secret, registry)
     for route in fwd.routes:
         m.init(route.name)
         handler = fwd.handler(route)

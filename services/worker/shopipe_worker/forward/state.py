@@ -8,7 +8,9 @@
   route's limits (``limits.py``);
 - ``<prefix>:fwd:sent:<route>:<delivery>`` (string): delivered (2xx); a retry of the record, or
   a replay of it, skips the route;
-- ``<prefix>:fwd:tries:<route>:<delivery>`` (string): deliveries tried (``X-Shopipe-Attempt``).
+- ``<prefix>:fwd:tries:<route>:<delivery>`` (string): deliveries tried (``X-Shopipe-Attempt``);
+- ``<prefix>:fwd:saturated:<route>`` (string, TTL): the route is at its limits or its circuit
+  is open (``saturation.py``).
 
 ``<delivery>`` is ``<shop>:<topic>:<webhook id>`` (``record:<record id>`` without a webhook id),
 as in the done-markers: the same across Shopify's retries and shopipe's replays.
@@ -50,6 +52,9 @@ class Keys:
 
     def tries(self, route: str, delivery: str) -> str:
         return f"{self.prefix}:fwd:tries:{route}:{delivery}"
+
+    def saturated(self, route: str) -> str:
+        return f"{self.prefix}:fwd:saturated:{route}"
 
 
 def delivery_of(event: Event) -> str:
