@@ -87,3 +87,41 @@ async def test_a_heartbeat_refreshes_only_entries_the_consumer_still_owns(kit: K
     [row] = await r.xpending_range(s.stream, s.consumer_group, "-", "+", 10)
     assert int(row["time_since_delivered"]) < 60_000
     assert row["times_delivered"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_stopping_worker_releases_its_waiting_entries_for_their_retry_time(kit: Kit):
+    """Entries waiting for a retry when their worker stops are left idle as if their retry time
+    had come (claim threshold less the time left): claimable by another worker then, not
+    sooner, and not only after a whole claim threshold."""
+    s = kit.with_settings(
+        SHOPIPE_POD_NAME="w1",
+        SHOPIPE_CLAIM_IDLE_SECONDS="60",
+        SHOPIPE_RETRY_BASE_SECONDS="20",
+        SHOPIPE_RETRY_MAX_SECONDS="30",
+    )
+    c1 = kit.consumer("w1", s)
+    run1 = asyncio.create_task(c1.run())
+    body = json.dumps({"fail": "always"}).encode()
+    failing = [(headers("test/ping", f"w{i}"), body) for i in range(40)]
+    try:
+        for i in range(0, 40, 4):  # ten segments
+            await kit.produce(failing[i : i + 4])
+
+        async def all_waiting() -> bool:
+            return len(c1.waiting) == 10
+
+        await wait_for(all_waiting, timeout=30, what="every segment failed once and waits")
+    finally:
+        c1.stop()
+        await asyncio.wait_for(run1, timeout=20)
+    r = await kit.master.get()
+    rows: Any = await r.xpending_range(
+        kit.settings.stream, kit.settings.consumer_group, "-", "+", 100
+    )
+    assert len(rows) == 10
+    for row in rows:
+        idle = int(row["time_since_delivered"])
+        # Released: idle for the threshold less at most the longest retry (and a second of
+        # rounding), never past the threshold itself (a second of slack for the clock).
+        assert 60_000 - 30_000 - 2_000 <= idle <= 60_000 + 1_000, idle

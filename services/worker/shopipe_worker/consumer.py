@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -323,10 +324,15 @@ class Consumer:
         # Look idle at once, so another worker reclaims them without waiting.
         await self._release(late_ids, self.claim_idle_ms + 1000)
         await self.finisher.close(grace=5.0)
+        # Waiting entries go idle as if their retry time had come: claimable then, not sooner.
+        # One call per second of time left, not one per entry: a worker may hold hundreds
+        # (records deferred by a forward route at its limits), and the drain is bounded.
         now = time.monotonic()
-        for entry in list(self.waiting.values()):
-            left_ms = int(max(0.0, entry.retry_at - now) * 1000)
-            await self._release([entry.id], max(0, self.claim_idle_ms - left_ms))
+        by_left: dict[int, list[str]] = {}
+        for entry in self.waiting.values():
+            by_left.setdefault(math.ceil(max(0.0, entry.retry_at - now)), []).append(entry.id)
+        for left, ids in sorted(by_left.items()):
+            await self._release(ids, max(0, self.claim_idle_ms - left * 1000))
         self.waiting.clear()
 
     async def _release(self, ids: list[str], idle_ms: int) -> None:
