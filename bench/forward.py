@@ -107,8 +107,11 @@ def section(f: dict[str, Any]) -> list[str]:
         f"| HTTP client ceiling (straight) | {f['ceiling_rps']:.0f} requests/s |",
         f"| forwarded, one worker | {f['deliveries_per_s']:.0f} deliveries/s"
         f" ({f['ratio_to_ceiling']:.2f} of the ceiling) |",
+        f"| worker CPU per delivery (drain) | {f['drain']['cpu_ms_per_webhook']:.2f} ms"
+        " (the whole worker: segment, ledger, delivery) |",
         f"| receipt to delivered at {f['e2e']['rate']:g}/s | p50 {lat['p50_ms']:.0f} ms,"
         f" p99 {lat['p99_ms']:.0f} ms ({f['e2e']['not_handled']} not delivered in time) |",
         f"| rate limit {lim['configured']:g}/s | kept {lim['kept']:.1f}/s"
         f" ({lim['accuracy']:.2f} of the limit) |",
+        "",  # the table ends here: a line right after it would be read as one more row
     ]

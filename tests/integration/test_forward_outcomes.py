@@ -229,3 +229,24 @@ async def test_a_destination_that_resets_connections_is_retried(kit: Kit, tmp_pa
         await wait_for(lambda: settled(kit), timeout=60, what="delivered after two resets")
     assert log == ["reset", "reset", "ok"]
     assert await dead(kit) == []
+
+
+@pytest.mark.asyncio
+async def test_deliveries_go_on_when_the_master_has_forgotten_the_scripts(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """The limiter's and breaker's scripts are sent by their SHA: a master that does not know
+    them (a failover to one that never ran them, a restart) is given them again."""
+    async with (
+        destination(answers((200, {}), (500, {}))) as (url, seen),
+        workers(kit, routes(tmp_path, url)),
+    ):
+        await kit.produce([(headers(TOPIC, "wh-1"), body(1))])
+        await wait_for(lambda: settled(kit), what="the first delivered")
+        r = await kit.master.get()
+        await r.script_flush()
+        # A 500 first: the breaker's script counts it, on a master without it too.
+        await kit.produce([(headers(TOPIC, "wh-2"), body(2))])
+        await wait_for(lambda: settled(kit), what="the second delivered after a retry")
+    got = [(json.loads(q["body"])["id"], q["headers"]["x-shopipe-attempt"]) for q in seen.requests]
+    assert got == [(1, "1"), (2, "1"), (2, "2")]

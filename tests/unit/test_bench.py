@@ -209,3 +209,28 @@ def test_report_shows_the_sweep_phase_when_it_ran() -> None:
     }
     text = report.markdown(results)
     assert "| 200,000 | 301.5 | 320.0 | yes | 215 | 98.2 (pass) |" in text
+
+
+def test_report_shows_the_forward_phase_as_a_table_of_its_own() -> None:
+    results = _results(2000.0)
+    results["forward"] = {
+        "ceiling_rps": 9000.0,
+        "deliveries_per_s": 300.0,
+        "ratio_to_ceiling": 300.0 / 9000.0,
+        "drain": {"cpu_ms_per_webhook": 2.7},
+        "e2e": {"rate": 200.0, "not_handled": 0, "end_to_end": {"p50_ms": 40.0, "p99_ms": 180.0}},
+        "rate_limit": {"configured": 50.0, "kept": 48.0, "accuracy": 0.96, "complete": True},
+    }
+    lines = report.markdown(results).splitlines()
+    start = lines.index("## Forward to an app (`forward` handler)")
+    table = lines[start + 4 : lines.index("", start + 4)]
+    assert table == [
+        "| measure | value |",
+        "|---|---|",
+        "| HTTP client ceiling (straight) | 9000 requests/s |",
+        "| forwarded, one worker | 300 deliveries/s (0.03 of the ceiling) |",
+        "| worker CPU per delivery (drain) | 2.70 ms (the whole worker: segment, ledger,"
+        " delivery) |",
+        "| receipt to delivered at 200/s | p50 40 ms, p99 180 ms (0 not delivered in time) |",
+        "| rate limit 50/s | kept 48.0/s (0.96 of the limit) |",
+    ]

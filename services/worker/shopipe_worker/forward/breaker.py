@@ -53,7 +53,7 @@ def _probe_ms(route: Route) -> int:
 async def failed(r: Redis, prefix: str, route: Route) -> int:
     """Count a transient failure; the failures in a row now."""
     args = (str(route.breaker_failures), str(_probe_ms(route)), str(TTL_SECONDS))
-    return int(await r.eval(_FAIL, 1, key(prefix, route.name), *args))
+    return int(await r.register_script(_FAIL)([key(prefix, route.name)], args))  # EVALSHA
 
 
 async def succeeded(r: Redis, prefix: str, route: Route, failures: int) -> None:

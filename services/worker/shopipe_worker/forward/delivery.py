@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
+import aiohttp
 from shopipe import shopify
 from shopipe.errors import PermanentError, TransientError
 from standardwebhooks import Webhook
@@ -140,7 +140,7 @@ def standard_webhooks(route: Route, event: Event, now: float) -> dict[str, str]:
 
 
 async def send(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     route: Route,
     event: Event,
     attempt: int,
@@ -151,28 +151,29 @@ async def send(
     headers = request_headers(route, event, attempt, shopify_secret, now)
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(route.timeout_seconds):
-            req = client.build_request("POST", route.url, content=event.body, headers=headers)
-            resp = await client.send(req, stream=True)
-            try:
-                head = b""
-                async for chunk in resp.aiter_raw():
-                    head += chunk
-                    if len(head) >= EXCERPT_BYTES:
-                        break
-            finally:
-                await resp.aclose()
+        async with (
+            asyncio.timeout(route.timeout_seconds),
+            session.post(
+                route.url, data=event.body, headers=headers, allow_redirects=False
+            ) as resp,
+        ):
+            head = b""
+            while len(head) < EXCERPT_BYTES:
+                chunk = await resp.content.read(EXCERPT_BYTES - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except TimeoutError as e:
         raise DestinationFailed(route.name, "timed out") from e
-    except httpx.HTTPError as e:
+    except aiohttp.ClientError as e:
         raise DestinationFailed(route.name, f"request failed ({type(e).__name__})") from e
     seconds = time.perf_counter() - started
-    status = resp.status_code
+    status = resp.status
     if 200 <= status < 300:
         return Sent(status, seconds)
     if status == 410:
         raise DestinationGone(f"route {route.name}: HTTP 410 Gone: {excerpt(head)}", status)
     if status in TRANSIENT_STATUSES or status >= 500:
-        wait = retry_after(resp.headers.get("retry-after"), now)
+        wait = retry_after(resp.headers.get("Retry-After"), now)
         raise DestinationFailed(route.name, f"HTTP {status}", status, wait)
     raise DestinationRefused(f"route {route.name}: HTTP {status}: {excerpt(head)}", status)

@@ -85,6 +85,20 @@ return {probe, attempt, failures}
 """
 
 
+# KEYS: leases, sent, tries, waiting, breaker. ARGV: lease id, sent ttl s, segment, 1 to end a
+# run of failures. A delivery that took: its slot back, the webhook marked sent (which stops any
+# re-send, so its try count goes: it would hold a key per webhook for a day), its segment off
+# the waiting set. One command where a pipeline of five packs and parses each.
+_DELIVERED = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[2]))
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[3])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[5]) end
+return 1
+"""
+
+
 class Throttled(Deferred):
     """No slot within WAIT_SECONDS: the route is at its limits; the record waits its turn."""
 
@@ -112,17 +126,18 @@ class Lease:
         and take the segment off the waiting set (``waiting``: its key and the segment). One
         round trip."""
         try:
-            async with self.r.pipeline(transaction=False) as pipe:
-                pipe.zrem(self.keys.leases(self.route), self.member)
-                if delivered:
-                    pipe.set(self.keys.sent(self.route, self.delivery), "1", ex=sent_ttl)
-                    # The sent mark stops any re-send: the try count is of no more use, and
-                    # would hold a key per webhook for a day.
-                    pipe.delete(self.keys.tries(self.route, self.delivery))
-                    pipe.zrem(*waiting)
-                    if self.failures:
-                        pipe.delete(breaker.key(self.keys.prefix, self.route))
-                await pipe.execute()
+            if delivered:
+                keys = [
+                    self.keys.leases(self.route),
+                    self.keys.sent(self.route, self.delivery),
+                    self.keys.tries(self.route, self.delivery),
+                    waiting[0],
+                    breaker.key(self.keys.prefix, self.route),
+                ]
+                args = [self.member, str(sent_ttl), waiting[1], "1" if self.failures else "0"]
+                await self.r.register_script(_DELIVERED)(keys, args)
+            else:
+                await self.r.zrem(self.keys.leases(self.route), self.member)
         except Exception:
             if delivered:
                 raise  # the sent mark matters: the record is retried (and re-delivered)
@@ -158,8 +173,11 @@ async def start(
         str(ttl),
     ]
     deadline = time.monotonic() + wait
+    # EVALSHA: the script's 1.3 KB are sent (and hashed by Redis) only after a NOSCRIPT (a new
+    # master, a restart), not with every delivery.
+    script = r.register_script(_START)
     while True:
-        code, value, failures = await r.eval(_START, len(script_keys), *script_keys, *args)
+        code, value, failures = await script(script_keys, args)
         code, value, failures = int(code), int(value), int(failures)
         if code in (0, 1):
             return Lease(r, keys, name, delivery, member, value, code == 1, failures)
