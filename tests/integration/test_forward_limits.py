@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from shopipe_worker.forward import limits, state
+from shopipe_worker.forward.routes import parse
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -64,3 +66,28 @@ async def test_two_workers_keep_to_the_routes_limits(
     else:
         # Not above the limit, and the limit was reached: the load could have gone higher.
         assert seen.max_in_flight == max_in_flight
+
+
+@pytest.mark.asyncio
+async def test_a_webhook_being_sent_is_not_sent_again_by_another_caller(kit: Kit) -> None:
+    """A worker that took over the record of one paused past the claim threshold finds the
+    webhook being sent: it waits for that delivery's outcome (sent: nothing to do) rather than
+    sending it a second time; after a failed try the next may start."""
+    (route,) = parse({"routes": {"app": {"topics": ["*"], "url": "http://127.0.0.1:9/"}}})
+    r = await kit.master.get()
+    keys = state.Keys(kit.settings.key_prefix)
+    waiting = (kit.settings.key_prefix + ":fwd:waiting", "seg")
+    first = await limits.start(r, keys, route, "wh-1", 60)
+    assert isinstance(first, limits.Lease)
+    with pytest.raises(limits.Throttled):  # no second try while the first is under way
+        await limits.start(r, keys, route, "wh-1", 60, wait=0.3)
+    second = asyncio.create_task(limits.start(r, keys, route, "wh-1", 60, wait=5.0))
+    await first.end(True, 60, waiting)
+    assert await second is limits.Verdict.SENT
+    # A try that failed frees the webhook for the next at once.
+    failed = await limits.start(r, keys, route, "wh-2", 60)
+    assert isinstance(failed, limits.Lease)
+    await failed.end(False, 60, waiting)
+    retry = await limits.start(r, keys, route, "wh-2", 60, wait=0.0)
+    assert isinstance(retry, limits.Lease)
+    assert retry.attempt == 2

@@ -10,6 +10,9 @@ One Lua script decides atomically on the master, in one round trip per try:
   plus a margin: no delivery outlives its timeout);
 - rate: GCRA (the generic cell rate algorithm, one timestamp per route): deliveries start at
   least ``1 / rate`` seconds apart, with no burst, across all workers;
+- one delivery of a webhook at a time: while another worker is sending it (a worker that took
+  over the record of one paused past the claim threshold), the caller waits for its outcome
+  (then: sent already) instead of sending it a second time;
 - then it counts the try (``X-Shopipe-Attempt``).
 Time is the master's (``TIME``), so workers' clocks do not matter. Why a script and not typed
 calls: the checks and the take must be one step (WATCH/MULTI would retry under contention
@@ -47,15 +50,16 @@ WAIT_SECONDS = 10.0
 # While every slot is taken there is no known wait: look again after this (jittered).
 FULL_POLL_SECONDS = 0.02
 
-# KEYS: sent, disabled, breaker, pause, leases, rate, tries.
+# KEYS: sent, disabled, breaker, pause, leases, rate, tries, sending.
 # ARGV: lease id, max in flight, interval ms (0: no rate), lease ms, breaker threshold,
 # probe ms, tries ttl s.
 # Returns {code, value, failures in a row}: code 0 go / 1 go as the breaker's probe (value: the
 # try's number), 2 sent already, 3 disabled, 4 breaker open (value: ms to the next probe),
-# 5 wait (value: ms, a pause or the rate), 6 every slot taken.
+# 5 wait (value: ms, a pause or the rate), 6 every slot taken, 7 being sent by another caller.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {2, 0, 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {3, 0, 0} end
+if redis.call('EXISTS', KEYS[8]) == 1 then return {7, 0, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local failures = tonumber(redis.call('HGET', KEYS[3], 'failures') or '0')
@@ -79,22 +83,32 @@ if probe == 1 then redis.call('HSET', KEYS[3], 'probe_at', now + tonumber(ARGV[6
 local lease = tonumber(ARGV[4])
 redis.call('ZADD', KEYS[5], now + lease, ARGV[1])
 redis.call('PEXPIRE', KEYS[5], lease * 2)
+redis.call('SET', KEYS[8], ARGV[1], 'PX', lease)
 local attempt = redis.call('INCR', KEYS[7])
 redis.call('EXPIRE', KEYS[7], tonumber(ARGV[7]))
 return {probe, attempt, failures}
 """
 
 
-# KEYS: leases, sent, tries, waiting, breaker. ARGV: lease id, sent ttl s, segment, 1 to end a
-# run of failures. A delivery that took: its slot back, the webhook marked sent (which stops any
-# re-send, so its try count goes: it would hold a key per webhook for a day), its segment off
-# the waiting set. One command where a pipeline of five packs and parses each.
+# KEYS: leases, sent, tries, waiting, breaker, sending. ARGV: lease id, sent ttl s, segment, 1 to
+# end a run of failures. A delivery that took: its slot back, the webhook marked sent (which
+# stops any re-send, so its try count goes: it would hold a key per webhook for a day), its
+# segment off the waiting set, the webhook's sending mark gone. One command, not a pipeline.
 _DELIVERED = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[2]))
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[3])
 if ARGV[4] == '1' then redis.call('DEL', KEYS[5]) end
+if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
+return 1
+"""
+
+# KEYS: leases, sending. ARGV: lease id. A delivery that did not take: its slot back, and the
+# webhook free for the next try (unless its lease expired and another caller's began).
+_ENDED = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
@@ -133,11 +147,13 @@ class Lease:
                     self.keys.tries(self.route, self.delivery),
                     waiting[0],
                     breaker.key(self.keys.prefix, self.route),
+                    self.keys.sending(self.route, self.delivery),
                 ]
                 args = [self.member, str(sent_ttl), waiting[1], "1" if self.failures else "0"]
                 await self.r.register_script(_DELIVERED)(keys, args)
             else:
-                await self.r.zrem(self.keys.leases(self.route), self.member)
+                keys = [self.keys.leases(self.route), self.keys.sending(self.route, self.delivery)]
+                await self.r.register_script(_ENDED)(keys, [self.member])
         except Exception:
             if delivered:
                 raise  # the sent mark matters: the record is retried (and re-delivered)
@@ -162,6 +178,7 @@ async def start(
         keys.leases(name),
         keys.rate(name),
         keys.tries(name, delivery),
+        keys.sending(name, delivery),
     ]
     args = [
         member,

@@ -53,6 +53,10 @@ class Keys:
     def tries(self, route: str, delivery: str) -> str:
         return f"{self.prefix}:fwd:tries:{route}:{delivery}"
 
+    def sending(self, route: str, delivery: str) -> str:
+        """The lease of the delivery of this webhook under way, if one is (limits.py)."""
+        return f"{self.prefix}:fwd:sending:{route}:{delivery}"
+
     def saturated(self, route: str) -> str:
         return f"{self.prefix}:fwd:saturated:{route}"
 
