@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.receiver_kit import receiver_settings
-from tests.worker_kit import Kit
+from tests.worker_kit import Kit, stopped
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ROOT / ".tools" / "node" / "node_modules"
@@ -70,7 +70,7 @@ async def workers(
     finally:
         for c in consumers:
             c.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=stop_seconds)
+        await stopped(tasks, stop_seconds)
         for reg in regs:
             await reg.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -148,7 +149,24 @@ class Kit:
         finally:
             c.stop()
             stop.set()
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+            await stopped(tasks, 30.0)
+
+
+async def stopped(tasks: list[asyncio.Task[Any]], seconds: float) -> None:
+    """Wait for stopping workers' ``tasks`` to end; past ``seconds``, fail with where each one
+    still is (a stop that hangs is a finding: its stack says where)."""
+    _, late = await asyncio.wait(tasks, timeout=seconds)
+    if late:
+        where = []
+        for t in late:
+            out = io.StringIO()
+            t.print_stack(file=out)
+            where.append(out.getvalue())
+            t.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        pytest.fail(f"workers still running {seconds:g} s after stop:\n" + "\n".join(where))
+    for t in tasks:
+        t.result()  # a worker that failed fails the test
 
 
 async def wait_for(

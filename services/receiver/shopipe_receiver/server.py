@@ -62,6 +62,10 @@ async def running(settings: ReceiverSettings) -> AsyncIterator[Running]:
     """Start a receiver on ``settings.http_host:http_port``; stop it (and its writes) on exit."""
     receiver = Receiver(settings)
     await receiver.start()
+    # One readiness check before the first webhook, as the kubelet's probe makes before a pod
+    # gets traffic: the S3 client's first call loads what botocore loads lazily (on a loaded
+    # machine that first call outlasted the answer deadline). Its result does not matter here.
+    await receiver.ready()
     try:
         server = await serve(
             receiver.app, settings.http_host, settings.http_port, **uvicorn_options(settings)
