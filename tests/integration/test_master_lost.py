@@ -74,7 +74,7 @@ async def test_noreplicas_is_the_master_moved_a_wrong_type_is_not(stack: Stack) 
         wrong = await raised(r, lambda r: r.incr("shopipe-test:list"))
         # More replicas wanted than exist: the master refuses writes with NOREPLICAS.
         # The shared stack's own value goes back after (other tests check the policy).
-        was = (await r.config_get("min-replicas-to-write"))["min-replicas-to-write"]
+        was = str((await r.config_get("min-replicas-to-write"))["min-replicas-to-write"])
         await r.config_set("min-replicas-to-write", 5)
         try:
             noreplicas = await raised(r, lambda r: r.set("shopipe-test:noreplicas", "1"))
