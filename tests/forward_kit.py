@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from shopipe import httpops
+from shopipe import httpops, shopify
 from shopipe.config import WorkerSettings
+from shopipe_receiver.sender import signed_headers
 from shopipe_receiver.server import Running, running
 from shopipe_worker.consumer import Consumer
 from shopipe_worker.processor import Processor
@@ -90,27 +92,19 @@ async def receiver(kit: Kit) -> AsyncIterator[Running]:
 
 
 @contextlib.contextmanager
-def node_app(record_file: Path) -> Iterator[str]:
-    """The Node destination; yields its URL. Skipped when node or the package is missing
-    (`make tools` installs it)."""
-    node = shutil.which("node")
-    if node is None or not (NODE_MODULES / "@shopify" / "shopify-api").is_dir():
-        pytest.skip("node and @shopify/shopify-api (make tools) are needed")
-    log = record_file.with_suffix(".log")
+def served(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A destination app in a process of its own, which prints its port on its first line once
+    it listens; yields its webhook URL, stops it after. Its stderr goes to ``log``."""
     with (
         log.open("wb") as err,
-        subprocess.Popen(
-            [node, str(NODE_SERVER), str(NODE_MODULES), APP_SECRET, str(record_file)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-        ) as proc,
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env) as proc,
     ):
         try:
             assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 30.0)
+            ready, _, _ = select.select([proc.stdout], [], [], 60.0)
             line = proc.stdout.readline().decode().strip() if ready else ""
             if not line.isdigit():
-                raise AssertionError(f"the Node app did not start: {log.read_text()[-2000:]}")
+                raise AssertionError(f"the app did not start: {log.read_text()[-2000:]}")
             yield f"http://127.0.0.1:{line}/webhooks"
         finally:
             proc.terminate()
@@ -119,6 +113,32 @@ def node_app(record_file: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def node_app(record_file: Path) -> Iterator[str]:
+    """The Node destination; yields its URL. Skipped when node or the package is missing
+    (`make tools` installs it)."""
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / "@shopify" / "shopify-api").is_dir():
+        pytest.skip("node and @shopify/shopify-api (make tools) are needed")
+    argv = [node, str(NODE_SERVER), str(NODE_MODULES), APP_SECRET, str(record_file)]
+    with served(argv, record_file.with_suffix(".log")) as url:
+        yield url
+
+
+async def post_samples(url: str) -> dict[str, tuple[str, bytes]]:
+    """Every shipped sample topic, signed with APP_SECRET, POSTed to the receiver at ``url``
+    (each answered 200): webhook id -> (topic, body)."""
+    sent: dict[str, tuple[str, bytes]] = {}
+    async with httpx.AsyncClient(timeout=10) as c:
+        for topic in shopify.SAMPLE_TOPICS:
+            body = shopify.sample(topic)
+            headers = signed_headers(topic, body, APP_SECRET)
+            resp = await c.post(url, content=body, headers=headers)
+            assert resp.status_code == 200, topic
+            sent[headers["X-Shopify-Webhook-Id"]] = (topic, body)
+    return sent
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

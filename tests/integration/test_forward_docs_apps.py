@@ -18,26 +18,24 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from shopipe import shopify
-from shopipe_receiver.sender import DEFAULT_SHOP, signed_headers
+from shopipe_receiver.sender import DEFAULT_SHOP
 
 from tests.forward_kit import (
     APP_SECRET,
     NODE_MODULES,
     ROOT,
     forward_env,
+    post_samples,
     read_records,
     receiver,
+    served,
     workers,
 )
 from tests.forward_kit import write_routes as routes_file
@@ -110,27 +108,8 @@ def app(command: list[str], record: Path) -> Iterator[str]:
         "SHOPIPE_TEST_RECORD": str(record),
     }
     late = str(TIMEOUT_SECONDS + 1.0)
-    log = record.with_suffix(".log")
-    with (
-        log.open("wb") as err,
-        subprocess.Popen(
-            [*command, str(record), SLOW_TOPIC, late], stdout=subprocess.PIPE, stderr=err, env=env
-        ) as proc,
-    ):
-        try:
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 60.0)
-            line = proc.stdout.readline().decode().strip() if ready else ""
-            if not line.isdigit():
-                raise AssertionError(f"the app did not start: {log.read_text()[-2000:]}")
-            yield f"http://127.0.0.1:{line}/webhooks"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    with served([*command, str(record), SLOW_TOPIC, late], record.with_suffix(".log"), env) as url:
+        yield url
 
 
 @pytest.mark.asyncio
@@ -140,18 +119,11 @@ async def test_the_docs_app_verifies_every_forwarded_webhook_and_handles_it_once
 ) -> None:
     record = tmp_path / "app.jsonl"
     command = (remix if framework == "remix" else rails)(tmp_path / framework)
-    sent: dict[str, str] = {}  # webhook id -> topic
     with app(command, record) as url:
         route = {"topics": ["*"], "url": url, "timeout_seconds": TIMEOUT_SECONDS}
         path = routes_file(tmp_path / "routes.json", {"app": route})
         async with receiver(kit) as rx, workers(kit, forward_env(path)):
-            async with httpx.AsyncClient(timeout=10) as c:
-                for topic in shopify.SAMPLE_TOPICS:
-                    body = shopify.sample(topic)
-                    headers = signed_headers(topic, body, APP_SECRET)
-                    resp = await c.post(rx.url, content=body, headers=headers)
-                    assert resp.status_code == 200, topic
-                    sent[headers["X-Shopify-Webhook-Id"]] = topic
+            sent = {wid: topic for wid, (topic, _) in (await post_samples(rx.url)).items()}
 
             def taken() -> set[str]:
                 return {

@@ -11,12 +11,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import httpx
 import pytest
-from shopipe import shopify
-from shopipe_receiver.sender import signed_headers
 
-from tests.forward_kit import APP_SECRET, forward_env, node_app, read_records, receiver, workers
+from tests.forward_kit import forward_env, node_app, post_samples, read_records, receiver, workers
 from tests.forward_kit import write_routes as routes_file
 from tests.worker_kit import Kit, kit, settled, wait_for
 
@@ -31,16 +28,12 @@ async def test_the_node_app_validates_every_forwarded_sample_and_gets_its_exact_
     record = tmp_path / "node.jsonl"
     with node_app(record) as url:
         path = routes_file(tmp_path / "routes.yaml", {"app": {"topics": ["*"], "url": url}})
-        sent: dict[str, tuple[str, str]] = {}  # webhook id -> (topic, sha256 of the body)
         async with receiver(kit) as rx, workers(kit, forward_env(path)):
-            async with httpx.AsyncClient(timeout=10) as c:
-                for topic in shopify.SAMPLE_TOPICS:
-                    body = shopify.sample(topic)
-                    headers = signed_headers(topic, body, APP_SECRET)
-                    resp = await c.post(rx.url, content=body, headers=headers)
-                    assert resp.status_code == 200, topic
-                    wid = headers["X-Shopify-Webhook-Id"]
-                    sent[wid] = (topic, hashlib.sha256(body).hexdigest())
+            # webhook id -> (topic, sha256 of the body)
+            sent = {
+                wid: (topic, hashlib.sha256(body).hexdigest())
+                for wid, (topic, body) in (await post_samples(rx.url)).items()
+            }
 
             async def all_seen() -> bool:
                 return len(read_records(record)) >= len(sent)
