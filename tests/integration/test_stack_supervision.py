@@ -110,7 +110,10 @@ def test_a_killed_master_comes_back_as_a_replica_twice_in_a_row(
                 return f"{fmt(old)}: link to {fmt(new)} not up yet"
             return None
 
-        _poll(f"round {round_}: old master rejoined", rejoined)
+        # Sentinel turns the returned master into a replica once it has reported its role for
+        # 8 s; a Sentinel whose timer ran late (a loaded machine) is in TILT mode and takes no
+        # action for 30 s: so up to 8 + 30 s, and a margin.
+        _poll(f"round {round_}: old master rejoined", rejoined, timeout=60.0)
         after = _record(stack, name)
         assert after.argv == before.argv  # same arguments (the same config file)
         assert (after.restarts, after.last_exit) == (1, SIGKILL_EXIT)
