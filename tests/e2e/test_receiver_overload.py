@@ -1,7 +1,8 @@
 """The receiver answers in time, always (issue 15 §1): with S3 stalled behind a proxy on loopback
 (it accepts and never answers, like SeaweedFS paused with SIGSTOP), every webhook is answered
-503 before Shopify's 5 s, PUTs in flight never pass the cap, /readyz turns unready, and once the
-store answers again /readyz is ready and webhooks get 200.
+503 before Shopify's 5 s, PUTs in flight never pass the cap, /readyz turns unready, webhooks that
+come once every slot is held past the deadline are refused at once without their bodies being
+held, and once the store answers again /readyz is ready and webhooks get 200.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ async def post(c: httpx.AsyncClient, url: str, i: int) -> tuple[int, float]:
     start = time.monotonic()
     resp = await c.post(url, content=body, headers=signed_headers("orders/create", body, SECRET))
     return resp.status_code, time.monotonic() - start
+
+
+async def post_raw(c: httpx.AsyncClient, url: str, i: int) -> tuple[int, bytes]:
+    body = b'{"n": %d}' % i
+    resp = await c.post(url, content=body, headers=signed_headers("orders/create", body, SECRET))
+    return resp.status_code, resp.content
 
 
 async def until(cond: Callable[[], Awaitable[bool]], what: str, seconds: float = 30.0) -> None:
@@ -101,6 +108,18 @@ async def test_stalled_store_gives_503_in_time_capped_puts_and_unready_until_it_
             assert peak == CAP
             assert status["shedding"] is True
             assert (await c.get(r.base + "/readyz")).status_code == 503
+
+            # Every slot now held by a PUT older than the deadline: a webhook could not be
+            # durable in time, so it is refused at once, unread, its body never held.
+            commit = r.receiver.commit
+            assert commit is not None
+            assert commit.behind(DEADLINE)
+            submitted, held = commit.records, r.receiver.budget.held  # held: the stuck PUTs'
+            refused = [await post_raw(c, r.url, 500 + i) for i in range(5)]
+            assert {s for s, _ in refused} == {503}
+            assert all(b"slower than the answer deadline" in body for _, body in refused)
+            assert commit.records == submitted
+            assert r.receiver.budget.held == held
 
             proxy.resume()
 

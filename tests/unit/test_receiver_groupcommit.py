@@ -217,6 +217,55 @@ async def test_at_the_put_cap_the_open_segment_grows_instead_of_a_new_put() -> N
 
 
 @pytest.mark.asyncio
+async def test_behind_only_while_every_slot_is_held_longer_than_the_wait() -> None:
+    """Issue 15 §1: the receiver answers 503 at once while ``behind``; a free slot always lets a
+    record through, so the store's recovery is seen."""
+    store = Store()
+    store.gate.clear()
+    gc = GroupCommit(store.put, max_records=100, max_bytes=1 << 20, max_wait=0, max_puts=2)
+    first = [submit(gc, i) for i in range(2)]
+    await until(lambda: gc.in_flight == 2, "both slots taken")
+    assert gc.saturated
+    assert not gc.behind(3600)  # slots taken, but by PUTs younger than the wait
+    await until(lambda: gc.behind(0.05), "a PUT in flight for longer than the wait")
+    store.gate.set()
+    await asyncio.gather(*first)
+    assert not gc.saturated
+    assert not gc.behind(0.0)  # a free slot: never behind, whatever the last PUT took
+
+    # Each PUT now ends when the test says, failing or not.
+    gates: list[asyncio.Event] = []
+    failing: set[int] = set()
+
+    async def put(key: str, data: bytes) -> None:
+        index = len(gates)
+        gates.append(asyncio.Event())
+        await gates[index].wait()
+        if index in failing:
+            raise StorageUnavailable("s3 put: SlowDown")
+
+    gc = GroupCommit(put, max_records=100, max_bytes=1 << 20, max_wait=0, max_puts=2)
+    failing.add(0)
+    tasks = [submit(gc, i) for i in range(3)]  # PUTs 0 and 1; the third waits, open
+    await until(lambda: len(gates) == 2, "both slots taken")
+    gates[0].set()  # fails: its slot goes to the waiting segment (PUT 2)
+    with pytest.raises(StorageUnavailable):
+        await tasks[0]
+    await until(lambda: len(gates) == 3, "the waiting segment took the freed slot")
+    assert gc.saturated
+    assert gc.behind(3600)  # every slot taken, and the last PUT to end failed, however fast
+    tasks.append(submit(gc, 3))  # waits, open, for the next free slot
+    gates[1].set()  # succeeds, quickly: its slot goes to PUT 3
+    await tasks[1]
+    await until(lambda: len(gates) == 4, "the next segment took the freed slot")
+    assert gc.saturated
+    assert not gc.behind(3600)  # slots all taken again, but the last PUT to end was healthy
+    gates[2].set()
+    gates[3].set()
+    await asyncio.gather(*tasks[2:])
+
+
+@pytest.mark.asyncio
 async def test_full_segments_wait_in_line_at_the_cap() -> None:
     store = Store()
     store.gate.clear()

@@ -259,6 +259,8 @@ class Receiver:
             state["outcome"] = e.outcome
             return _error(e.status, str(e))
         # A chunked body (no length) takes the whole cap, given back down to its size once read.
+        if self._behind():
+            return self._shed(state, "storage slower than the answer deadline")
         held = _Held(s.max_body_bytes if length is None else length)
         if not self.budget.take(held.n):
             return self._shed(state, "over the memory budget")
@@ -298,6 +300,8 @@ class Receiver:
             return _error(503, "starting or stopping")
         if loop.time() >= deadline:
             return self._shed(state, "answer deadline passed")
+        if self._behind():
+            return self._shed(state, "storage slower than the answer deadline")
         self.budget.give(held.n - len(body))
         held.n = 0  # the segment holds the body now, and gives its bytes back
         wait = asyncio.timeout_at(deadline)
@@ -318,6 +322,11 @@ class Receiver:
         state["record"] = stored.record_id
         # Record ids are [0-9a-f.:-] only (segment.record_id): no JSON escaping needed.
         return 200, b'{"ok":true,"id":"' + stored.record_id.encode() + b'"}'
+
+    def _behind(self) -> bool:
+        """The store is too slow for a webhook taken now to be durable by its deadline: 503 at
+        once, not after holding its body until then (memory stays flat; Shopify retries)."""
+        return self.commit is not None and self.commit.behind(self.settings.answer_deadline_seconds)
 
     def _shed(self, state: dict[str, str], why: str) -> tuple[int, bytes]:
         """503 for lack of capacity: Shopify retries later, /readyz turns unready meanwhile."""

@@ -13,6 +13,11 @@ its record out at once, body and budget bytes with it: under a stalled store the
 for a slot would otherwise keep every 503'd body until the store recovers, and memory would grow
 with the length of the stall. A segment left empty is not written at all, so a store that
 recovers is not first made to write what every sender was already told to retry.
+
+``behind(wait)`` says when a record joining now cannot be durable within ``wait``: every slot is
+taken, and the store is proven slower than that (a PUT in flight for ``wait`` already, or the
+last PUT to end failed or took ``wait``). The receiver then answers 503 at once instead of
+holding the body until its deadline: under a slow or stalled store, memory stays flat.
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ class GroupCommit:
         self._open: _Batch | None = None
         self._full: deque[_Batch] = deque()  # sealed segments waiting for a PUT slot
         self._in_flight = 0
+        self._put_started: dict[str, float] = {}  # segment name -> monotonic start of its PUT
+        self._last_put: tuple[float, bool] | None = None  # (seconds, succeeded) of the last PUT
         self.peak_in_flight = 0  # highest PUTs in flight at once (status, tests)
         self._tasks: set[asyncio.Task[None]] = set()
         self.puts = 0  # segment PUTs attempted (tests and benchmarks read it)
@@ -109,6 +116,18 @@ class GroupCommit:
     def saturated(self) -> bool:
         """Every PUT slot is taken, or segments wait for one."""
         return self._in_flight >= self.max_puts or bool(self._full)
+
+    def behind(self, wait: float) -> bool:
+        """A record joining now would wait for a slot, then for a PUT at the store's present
+        speed: True when that cannot end within ``wait`` seconds. Only while every slot is
+        taken, so a free slot always lets a record through (the probe that sees the store
+        recover)."""
+        if not self.saturated:
+            return False
+        if self._put_started and time.monotonic() - min(self._put_started.values()) >= wait:
+            return True
+        last = self._last_put
+        return last is not None and (not last[1] or last[0] >= wait)
 
     async def submit(
         self, headers: Mapping[str, str], body: bytes, received_at: float, *, held: int = 0
@@ -215,6 +234,8 @@ class GroupCommit:
         key = segment.incoming_key(batch.name)
         n = len(batch.records)
         ids = [r.id for r in batch.records]
+        started = self._put_started[batch.name] = time.monotonic()
+        ok = False
         try:
             try:
                 data = segment.encode(batch.records)
@@ -235,6 +256,7 @@ class GroupCommit:
                     if not w.done():
                         w.set_exception(e)
                 return
+            ok = True
             metrics.STORAGE_SECONDS.observe(time.perf_counter() - start)
             metrics.SEGMENTS.inc()
             metrics.SEGMENT_RECORDS.observe(n)
@@ -248,6 +270,8 @@ class GroupCommit:
                 if not w.done():  # cancelled mid-write (shutdown): never leave a request hanging
                     w.set_exception(StorageUnavailable("segment write cancelled"))
             self._release(batch)
+            del self._put_started[batch.name]
+            self._last_put = (time.monotonic() - started, ok)
             self._in_flight -= 1
             # What gathered during this write goes out now: the heart of group commit.
             self._next()
