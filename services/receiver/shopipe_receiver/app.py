@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -37,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shopipe_receiver import metrics
 from shopipe_receiver.access import AccessLog, log_request
 from shopipe_receiver.body import BodyError, BodyTooLarge, declared_length, read_body
-from shopipe_receiver.budget import BodyBudget
+from shopipe_receiver.budget import BodyBudget, Held
 from shopipe_receiver.groupcommit import GroupCommit
 from shopipe_receiver.protocol import ARRIVED
 
@@ -261,7 +260,7 @@ class Receiver:
         # A chunked body (no length) takes the whole cap, given back down to its size once read.
         if self._behind():
             return self._shed(state, "storage slower than the answer deadline")
-        held = _Held(s.max_body_bytes if length is None else length)
+        held = Held(s.max_body_bytes if length is None else length)
         if not self.budget.take(held.n):
             return self._shed(state, "over the memory budget")
         try:
@@ -276,7 +275,7 @@ class Receiver:
         received_at: float,
         state: dict[str, str],
         deadline: float,
-        held: _Held,
+        held: Held,
     ) -> tuple[int, bytes]:
         s, loop = self.settings, asyncio.get_running_loop()
         try:
@@ -389,13 +388,6 @@ class Receiver:
             if self.settings.ops_port is None or getattr(route, "path", "") in health:
                 routes.append(route)
         return Starlette(routes=routes, middleware=[Middleware(AccessLog)], lifespan=self.lifespan)
-
-
-@dataclasses.dataclass
-class _Held:
-    """Body bytes a request took from the budget and still owes it."""
-
-    n: int
 
 
 class _Endpoint:

@@ -15,6 +15,8 @@ process holds at most about twice the budget in bodies.
 
 from __future__ import annotations
 
+import dataclasses
+
 
 class BodyBudget:
     def __init__(self, limit: int) -> None:
@@ -32,3 +34,10 @@ class BodyBudget:
 
     def give(self, n: int) -> None:
         self.held -= n
+
+
+@dataclasses.dataclass
+class Held:
+    """Body bytes one request took from the budget and still owes it."""
+
+    n: int
