@@ -18,11 +18,14 @@ import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
+import botocore.session
 from botocore import exceptions as bex
 from botocore.config import Config
+from botocore.utils import parse_timestamp
 
 from shopipe.config import CommonSettings
 from shopipe.errors import StorageError, StorageUnavailable
@@ -111,6 +114,22 @@ def classify(op: str, e: Exception) -> Exception:
     return StorageUnavailable(f"s3 {op}: {type(e).__name__}")
 
 
+def _timestamp(value: str) -> datetime:
+    """botocore's timestamp parser, fast for the dates S3 lists: a ListObjectsV2 page of 1,000
+    keys spent ~50 ms of CPU in dateutil on LastModified (measured on a sweeping worker: 12 % of
+    its CPU); ``fromisoformat`` reads that form in about a microsecond. Other forms (header dates,
+    epoch numbers) go to botocore's own parser."""
+    if isinstance(value, str) and "T" in value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:  # a date without a zone: botocore's rules decide
+                return parsed
+    return parse_timestamp(value)
+
+
 def make_client(settings: CommonSettings, max_pool_connections: int = 16) -> S3Client:
     """The shared S3 client, configured from settings."""
     custom = bool(settings.s3_endpoint)
@@ -125,7 +144,9 @@ def make_client(settings: CommonSettings, max_pool_connections: int = 16) -> S3C
         request_checksum_calculation="when_required" if custom else "when_supported",
         response_checksum_validation="when_required" if custom else "when_supported",
     )
-    session = boto3.session.Session()
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+    session = boto3.session.Session(botocore_session=core)
     client: S3Client = session.client(
         "s3",
         endpoint_url=settings.s3_endpoint or None,
