@@ -38,15 +38,12 @@ def run_receiver(_: argparse.Namespace) -> int:
     from shopipe.config import ReceiverSettings, load_settings
     from shopipe.httpops import run_main
     from shopipe.logs import setup
-    from shopipe.malloc import pin_mmap_threshold
 
     from shopipe_receiver.app import Receiver
     from shopipe_receiver.server import uvicorn_options
 
     settings = load_settings(ReceiverSettings)
     setup("receiver", settings.log_level, settings.log_format)
-    # Before any segment is allocated: see shopipe.malloc.
-    pin_mmap_threshold()
     receiver = Receiver(settings)
 
     async def started() -> None:
