@@ -264,6 +264,25 @@ async def test_behind_only_while_every_slot_is_held_longer_than_the_wait() -> No
     gates[3].set()
     await asyncio.gather(*tasks[2:])
 
+    # A PUT stuck from a stall, beside a fresh one once the store answers again: not behind.
+    gates.clear()
+    failing.clear()
+    gc = GroupCommit(put, max_records=100, max_bytes=1 << 20, max_wait=0, max_puts=2)
+    failing.add(1)
+    stuck, doomed = submit(gc, 10), submit(gc, 11)  # PUTs 0 (held to the end) and 1
+    await until(lambda: gc.behind(0.5), "both PUTs in flight longer than the wait")
+    gates[1].set()
+    with pytest.raises(StorageUnavailable):
+        await doomed
+    fresh = submit(gc, 12)  # PUT 2 takes the freed slot, beside the stuck one
+    await until(lambda: len(gates) == 3, "a new PUT beside the stuck one")
+    assert gc.behind(3600)  # the last PUT to end failed
+    gc.recovered()  # the receiver's readiness check saw the store answer
+    assert not gc.behind(0.5)  # the stuck PUT has run longer, the youngest has not
+    gates[2].set()
+    gates[0].set()
+    await asyncio.gather(stuck, fresh)
+
 
 @pytest.mark.asyncio
 async def test_full_segments_wait_in_line_at_the_cap() -> None:

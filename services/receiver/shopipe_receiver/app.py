@@ -358,6 +358,7 @@ class Receiver:
             if self.commit is None or self.commit.saturated or not await self._ping(max_age):
                 return False
             self.shedding = False
+            self.commit.recovered()
             log.info("store answers again: ready, no longer shedding")
             return True
         if self.last_storage_ok is not None and time.time() - self.last_storage_ok < max_age:

@@ -15,9 +15,12 @@ with the length of the stall. A segment left empty is not written at all, so a s
 recovers is not first made to write what every sender was already told to retry.
 
 ``behind(wait)`` says when a record joining now cannot be durable within ``wait``: every slot is
-taken, and the store is proven slower than that (a PUT in flight for ``wait`` already, or the
-last PUT to end failed or took ``wait``). The receiver then answers 503 at once instead of
-holding the body until its deadline: under a slow or stalled store, memory stays flat.
+taken, and the store is proven slower than that (every PUT in flight has run ``wait`` already,
+or the last PUT to end failed or took ``wait``). The receiver then answers 503 at once instead
+of holding the body until its deadline: under a slow or stalled store, memory stays flat. A PUT
+still stuck from a stall does not keep it so once the store answers: only the youngest PUT in
+flight counts, and ``recovered()`` (the receiver's readiness check saw the store answer)
+forgets the last PUT's failure.
 """
 
 from __future__ import annotations
@@ -124,10 +127,15 @@ class GroupCommit:
         recover)."""
         if not self.saturated:
             return False
-        if self._put_started and time.monotonic() - min(self._put_started.values()) >= wait:
-            return True
+        if self._put_started and time.monotonic() - max(self._put_started.values()) >= wait:
+            return True  # even the youngest PUT in flight has run that long: a stall
         last = self._last_put
         return last is not None and (not last[1] or last[0] >= wait)
+
+    def recovered(self) -> None:
+        """The store answered again (a readiness ping): the last PUT's failure or slowness no
+        longer says what a new PUT will do."""
+        self._last_put = None
 
     async def submit(
         self, headers: Mapping[str, str], body: bytes, received_at: float, *, held: int = 0
