@@ -98,8 +98,8 @@ class GroupCommit:
         self._on_written = on_written
         self._open: _Batch | None = None
         self._full: deque[_Batch] = deque()  # sealed segments waiting for a PUT slot
-        self._in_flight = 0
-        self._put_started: dict[str, float] = {}  # segment name -> monotonic start of its PUT
+        # Segment name -> monotonic start of its PUT, for each PUT in flight (their count too).
+        self._put_started: dict[str, float] = {}
         self._last_put: tuple[float, bool] | None = None  # (seconds, succeeded) of the last PUT
         self.peak_in_flight = 0  # highest PUTs in flight at once (status, tests)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,7 +108,7 @@ class GroupCommit:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return len(self._put_started)
 
     @property
     def waiting(self) -> int:
@@ -118,7 +118,7 @@ class GroupCommit:
     @property
     def saturated(self) -> bool:
         """Every PUT slot is taken, or segments wait for one."""
-        return self._in_flight >= self.max_puts or bool(self._full)
+        return self.in_flight >= self.max_puts or bool(self._full)
 
     def behind(self, wait: float) -> bool:
         """A record joining now would wait for a slot, then for a PUT at the store's present
@@ -163,7 +163,7 @@ class GroupCommit:
         self.records += 1
         if len(batch.records) >= self.max_records or batch.size >= self.max_bytes:
             self._seal(batch)
-        elif self._in_flight == 0 or self.max_wait <= 0:
+        elif not self._put_started or self.max_wait <= 0:
             batch.due = True
             self._next()
         elif batch.timer is None:
@@ -203,10 +203,10 @@ class GroupCommit:
     def _next(self) -> None:
         """Start PUTs while there is a free slot: sealed segments first (oldest first), then
         the open one once it is due. At the cap, nothing starts: the open segment grows."""
-        while self._in_flight < self.max_puts:
+        while self.in_flight < self.max_puts:
             if self._full:
                 self._start(self._full.popleft())
-            elif self._open is not None and (self._open.due or self._in_flight == 0):
+            elif self._open is not None and (self._open.due or not self._put_started):
                 batch, self._open = self._open, None
                 if batch.timer is not None:
                     batch.timer.cancel()
@@ -226,8 +226,8 @@ class GroupCommit:
         if not batch.records:
             self._release(batch)
             return
-        self._in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        self._put_started[batch.name] = time.monotonic()
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self.puts += 1
         task = asyncio.create_task(self._write(batch), name=f"segment:{batch.name}")
         self._tasks.add(task)
@@ -242,7 +242,7 @@ class GroupCommit:
         key = segment.incoming_key(batch.name)
         n = len(batch.records)
         ids = [r.id for r in batch.records]
-        started = self._put_started[batch.name] = time.monotonic()
+        started = self._put_started[batch.name]
         ok = False
         try:
             try:
@@ -280,7 +280,6 @@ class GroupCommit:
             self._release(batch)
             del self._put_started[batch.name]
             self._last_put = (time.monotonic() - started, ok)
-            self._in_flight -= 1
             # What gathered during this write goes out now: the heart of group commit.
             self._next()
 
